@@ -1,0 +1,100 @@
+"""Everything the process reads from its environment: secrets and endpoints, never from config files."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.storage.factory import DEFAULT_DATABASE_URL
+
+DEFAULT_CONFIG = Path("config/lastresort.yaml")
+
+
+class BadEnvironmentError(Exception):
+    """A variable is set to something unusable; the message names it."""
+
+
+def _int(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise BadEnvironmentError(f"{name} must be a whole number, not {raw!r}") from exc
+
+
+def _ints(env: Mapping[str, str], name: str) -> tuple[int, ...] | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return tuple(int(part) for part in raw.replace(" ", "").split(",") if part)
+    except ValueError as exc:
+        raise BadEnvironmentError(f"{name} must be a comma-separated list of numbers, not {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class Environment:
+    # Secrets are kept out of repr so that no log line or traceback can print them.
+    anthropic_api_key: str | None = field(default=None, repr=False)
+    anthropic_base_url: str | None = None
+    database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
+    config_path: Path = DEFAULT_CONFIG
+    slack_bot_token: str | None = field(default=None, repr=False)
+    slack_signing_secret: str | None = field(default=None, repr=False)
+    slack_app_token: str | None = field(default=None, repr=False)
+    slack_api_url: str | None = None
+    discord_token: str | None = field(default=None, repr=False)
+    discord_api_url: str | None = None
+    discord_gateway_url: str | None = None
+    discord_shard_ids: tuple[int, ...] | None = None
+    discord_shard_count: int | None = None
+    port: int | None = None
+    log_level: str = "INFO"
+    log_format: str = "json"
+
+    @classmethod
+    def from_mapping(cls, env: Mapping[str, str]) -> Environment:
+        def text(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        return cls(
+            anthropic_api_key=text("ANTHROPIC_API_KEY"),
+            anthropic_base_url=text("ANTHROPIC_BASE_URL"),
+            database_url=text("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            config_path=Path(text("LASTRESORT_CONFIG") or DEFAULT_CONFIG),
+            slack_bot_token=text("SLACK_BOT_TOKEN"),
+            slack_signing_secret=text("SLACK_SIGNING_SECRET"),
+            slack_app_token=text("SLACK_APP_TOKEN"),
+            slack_api_url=text("SLACK_API_URL"),
+            discord_token=text("DISCORD_TOKEN"),
+            discord_api_url=text("DISCORD_API_URL"),
+            discord_gateway_url=text("DISCORD_GATEWAY_URL"),
+            discord_shard_ids=_ints(env, "DISCORD_SHARD_IDS"),
+            discord_shard_count=_int(env, "DISCORD_SHARD_COUNT"),
+            port=_int(env, "PORT"),
+            log_level=(text("LOG_LEVEL") or "INFO").upper(),
+            log_format=(text("LOG_FORMAT") or "json").lower(),
+        )
+
+    @property
+    def slack_enabled(self) -> bool:
+        return bool(self.slack_bot_token and (self.slack_signing_secret or self.slack_app_token))
+
+    @property
+    def discord_enabled(self) -> bool:
+        return bool(self.discord_token)
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value set, so log output can be scrubbed of them."""
+        values = (
+            self.anthropic_api_key,
+            self.slack_bot_token,
+            self.slack_signing_secret,
+            self.slack_app_token,
+            self.discord_token,
+        )
+        return tuple(v for v in values if v)

@@ -1,0 +1,79 @@
+"""The composition root: builds settings, store, model client and service once and passes them in."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from bots.environment import Environment
+from core.claude_client import ClaudeClient
+from core.clock import SystemClock
+from core.metrics import Metrics, NullMetrics
+from core.ports import Clock, ModelClient, Store
+from core.service import ConversationService
+from core.settings import Settings
+from core.storage.factory import open_store
+from core.thread_locks import ThreadLocks
+
+# Margin on top of the longest model call, so a lease never expires under a live reply.
+LEASE_MARGIN_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Runtime:
+    env: Environment
+    settings: Settings
+    store: Store
+    service: ConversationService
+    clock: Clock
+    metrics: Metrics
+    locks: ThreadLocks
+
+
+def build_model_client(env: Environment, settings: Settings) -> ClaudeClient:
+    if not env.anthropic_api_key:
+        raise ValueError("ANTHROPIC_API_KEY is not set")
+    return ClaudeClient(
+        api_key=env.anthropic_api_key,
+        base_url=env.anthropic_base_url,
+        timeout_seconds=settings.model.request_timeout_seconds,
+        max_retries=settings.model.max_retries,
+        max_total_wait_seconds=settings.model.max_total_wait_seconds,
+    )
+
+
+def build_service(
+    *, store: Store, model: ModelClient, settings: Settings, clock: Clock, metrics: Metrics
+) -> tuple[ConversationService, ThreadLocks]:
+    longest_reply = settings.model.max_total_wait_seconds
+    locks = ThreadLocks(
+        store,
+        ttl_seconds=longest_reply + LEASE_MARGIN_SECONDS,
+        # Wait for one whole reply of another holder, plus the margin, before telling the user to retry.
+        wait_seconds=longest_reply + LEASE_MARGIN_SECONDS,
+    )
+    service = ConversationService(
+        store=store, model=model, settings=settings, clock=clock, locks=locks, metrics=metrics
+    )
+    return service, locks
+
+
+@asynccontextmanager
+async def open_runtime(
+    env: Environment, settings: Settings, *, metrics: Metrics | None = None
+) -> AsyncIterator[Runtime]:
+    clock = SystemClock()
+    model = build_model_client(env, settings)
+    try:
+        store = await open_store(env.database_url, clock=clock)
+        try:
+            used_metrics = metrics or NullMetrics()
+            service, locks = build_service(
+                store=store, model=model, settings=settings, clock=clock, metrics=used_metrics
+            )
+            yield Runtime(env, settings, store, service, clock, used_metrics, locks)
+        finally:
+            await store.close()
+    finally:
+        await model.close()

@@ -1,0 +1,209 @@
+"""`lastresort chat`: the core in a terminal. One message per line on stdin, replies on stdout.
+
+Works with piped input as well as a TTY (replies stream only on a TTY). The conversation in use is
+remembered in the store, so a restart continues where the last run stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import sys
+from dataclasses import dataclass
+from typing import TextIO
+
+from core.domain import ThreadKey
+from core.outcomes import (
+    AlreadyEnded,
+    ConfirmationAnswered,
+    ConfirmationRequested,
+    Ended,
+    EndingNotice,
+    Ignored,
+    ModelRefused,
+    ModelUnavailable,
+    NotAllowed,
+    Outcome,
+    Rejected,
+    Reply,
+    WarningGiven,
+)
+from core.ports import TextSink
+from core.service import BranchSource, ConversationService, InboundMessage
+
+PLATFORM = "terminal"
+HELP = "Commands: /new starts a new conversation, /edit N text branches from your N-th message, /quit exits."
+ENDED_HINT = "Type /new to start a new conversation, or /edit N text to branch from your N-th message."
+YES = {"y", "yes"}
+
+
+def terminal_notice(notice: EndingNotice) -> str:
+    return (
+        f"--- {notice.title} ---\n{notice.explanation}\n"
+        f"{notice.next_steps}\n{ENDED_HINT}\n(Feedback: /feedback good or /feedback bad)"
+    )
+
+
+@dataclass
+class _State:
+    key: ThreadKey
+    pending_confirmation: int | None = None
+    last_conversation_id: int | None = None
+
+
+class TerminalChat:
+    def __init__(
+        self,
+        service: ConversationService,
+        *,
+        stdin: TextIO | None = None,
+        stdout: TextIO | None = None,
+        user: str | None = None,
+    ) -> None:
+        self._service = service
+        self._in = stdin or sys.stdin
+        self._out = stdout or sys.stdout
+        self._user = user or getpass.getuser()
+        self._stream = self._out.isatty()
+
+    def _print(self, text: str = "") -> None:
+        self._out.write(text + "\n")
+        self._out.flush()
+
+    async def _read_line(self) -> str | None:
+        line = await asyncio.to_thread(self._in.readline)
+        return None if line == "" else line.rstrip("\r\n")
+
+    def _key(self, number: int) -> ThreadKey:
+        return ThreadKey(PLATFORM, self._user, str(number))
+
+    async def _latest_number(self) -> int:
+        latest = await self._service.latest_conversation(platform=PLATFORM, place=self._user)
+        return int(latest.key.thread) if latest and latest.key.thread.isdigit() else 0
+
+    async def run(self) -> int:
+        number = max(await self._latest_number(), 1)
+        state = _State(self._key(number))
+        self._print(f"Last Resort terminal chat, conversation {number}. {HELP}")
+        while (line := await self._read_line()) is not None:
+            if state.pending_confirmation is not None:
+                await self._confirm(state, line)
+                continue
+            command, _, rest = line.strip().partition(" ")
+            if command == "/quit":
+                break
+            if command == "/new":
+                number = await self._latest_number() + 1
+                state = _State(self._key(number))
+                self._print(f"Started conversation {number}.")
+            elif command == "/edit":
+                await self._edit(state, rest)
+            elif command == "/feedback":
+                await self._feedback(state, rest)
+            elif command == "/help":
+                self._print(HELP)
+            elif command.startswith("/") and len(command) > 1 and " " not in command:
+                self._print(f"Unknown command {command}. {HELP}")
+            else:
+                await self._send(state, line)
+        return 0
+
+    async def _send(self, state: _State, text: str) -> None:
+        outcome = await self._service.handle_message(
+            InboundMessage(key=state.key, author_id=self._user, author_name=self._user, text=text, may_start=True),
+            self._streamer() if self._stream else None,
+        )
+        self._render(state, outcome)
+
+    def _streamer(self) -> TextSink:
+        shown = ""
+
+        async def show(text: str) -> None:
+            nonlocal shown
+            if text.startswith(shown):
+                self._out.write(text[len(shown) :])
+            else:
+                self._out.write("\n" + text)
+            self._out.flush()
+            shown = text
+
+        return show
+
+    def _render(self, state: _State, outcome: Outcome | ConfirmationAnswered | NotAllowed) -> None:
+        if self._stream and isinstance(outcome, Reply | WarningGiven | ConfirmationRequested):
+            self._print()  # the text was streamed; finish its line
+        match outcome:
+            case Reply(conversation=c, text=text, support=support):
+                state.last_conversation_id = c.id
+                if not self._stream:
+                    self._print(f"Claude: {text}")
+                if support:
+                    self._print(f"[support] {support}")
+            case WarningGiven(conversation=c, text=text):
+                state.last_conversation_id = c.id
+                if not self._stream:
+                    self._print(f"Claude: {text}")
+                self._print("[warning] This reply is a formal warning: the conversation may end if this continues.")
+            case Ended(conversation=c, text=text, notice=notice):
+                state.last_conversation_id = c.id
+                if text and not self._stream:
+                    self._print(f"Claude: {text}")
+                self._print(terminal_notice(notice))
+            case ConfirmationRequested(conversation=c, text=text, confirmation_id=cid):
+                state.last_conversation_id = c.id
+                if text and not self._stream:
+                    self._print(f"Claude: {text}")
+                state.pending_confirmation = cid
+                self._print("End this conversation? [y/N]")
+            case ConfirmationAnswered(confirmed=True, notice=notice) if notice is not None:
+                self._print(terminal_notice(notice))
+            case ConfirmationAnswered(text=text):
+                self._print(text)
+            case AlreadyEnded(conversation=c):
+                state.last_conversation_id = c.id
+                self._print(f"This conversation has ended; your message was not sent. {ENDED_HINT}")
+            case ModelUnavailable(text=text) | ModelRefused(text=text) | Rejected(text=text) | NotAllowed(text=text):
+                self._print(text)
+            case Ignored(reason=reason):
+                self._print(f"(nothing to answer: {reason})")
+
+    async def _confirm(self, state: _State, line: str) -> None:
+        confirmation_id = state.pending_confirmation
+        state.pending_confirmation = None
+        assert confirmation_id is not None
+        answer = await self._service.answer_confirmation(
+            confirmation_id=confirmation_id, actor_id=self._user, confirmed=line.strip().lower() in YES
+        )
+        self._render(state, answer)
+
+    async def _edit(self, state: _State, rest: str) -> None:
+        number_text, _, new_text = rest.strip().partition(" ")
+        if not number_text.isdigit() or not new_text.strip():
+            self._print("Usage: /edit N new text   (N counts your messages in this conversation from 1)")
+            return
+        source = await self._service.find_nth_user_message(key=state.key, n=int(number_text), editor_id=self._user)
+        if not isinstance(source, BranchSource):
+            self._print(source.text if isinstance(source, NotAllowed) else f"Cannot branch: {source.reason}.")
+            return
+        number = await self._latest_number() + 1
+        state.key = self._key(number)
+        state.pending_confirmation = None
+        self._print(f"Branched into conversation {number} from your message {number_text}.")
+        outcome = await self._service.branch(
+            source,
+            key=state.key,
+            new_text=new_text,
+            author_name=self._user,
+            on_text=self._streamer() if self._stream else None,
+        )
+        self._render(state, outcome)
+
+    async def _feedback(self, state: _State, rest: str) -> None:
+        conversation = await self._service.find_conversation(state.key)
+        if conversation is None or rest.strip() not in ("good", "bad"):
+            self._print("Usage: /feedback good|bad (about this conversation)")
+            return
+        await self._service.record_feedback(
+            conversation_id=conversation.id, actor_id=self._user, helpful=rest.strip() == "good"
+        )
+        self._print("Thanks, your feedback was recorded.")

@@ -1,0 +1,129 @@
+"""The `ModelClient` port on the anthropic SDK: streaming, retries with a capped total wait, usage logs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import anthropic
+
+from core.domain import JSON
+from core.ports import ModelReply, ModelRequest, ModelUnavailableError, TextSink, Usage
+
+log = logging.getLogger(__name__)
+
+# The SDK retries failed requests itself; an `error` event after the stream started is ours to retry.
+MID_STREAM_RETRIES = 2
+
+
+def _block_to_json(block: Any) -> JSON:
+    """Keep only what the API needs back when the turn is replayed, so the history stays byte-stable."""
+    if block.type == "text":
+        return {"type": "text", "text": block.text}
+    if block.type == "tool_use":
+        return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
+    dumped: JSON = block.model_dump(mode="json", exclude_none=True)
+    return dumped
+
+
+class ClaudeClient:
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str | None,
+        timeout_seconds: float,
+        max_retries: int,
+        max_total_wait_seconds: float,
+    ) -> None:
+        self._client = anthropic.AsyncAnthropic(
+            api_key=api_key, base_url=base_url, timeout=timeout_seconds, max_retries=max_retries
+        )
+        self._max_total_wait = max_total_wait_seconds
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def reply(self, request: ModelRequest, on_text: TextSink | None = None) -> ModelReply:
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self._max_total_wait):
+                return await self._reply_with_retries(request, on_text)
+        except TimeoutError as exc:
+            waited = time.monotonic() - started
+            log.warning("model reply timed out", extra={"waited_s": round(waited, 1)})
+            raise ModelUnavailableError(f"no complete reply within {self._max_total_wait:.0f} s") from exc
+
+    async def _reply_with_retries(self, request: ModelRequest, on_text: TextSink | None) -> ModelReply:
+        attempt = 0
+        while True:
+            streamed = False
+
+            async def relay(text: str) -> None:
+                nonlocal streamed
+                streamed = True
+                if on_text is not None:
+                    await on_text(text)
+
+            try:
+                return await self._stream_once(request, relay)
+            except anthropic.APIStatusError as exc:
+                # An `error` event inside a 200 stream arrives as status 200; the SDK does not retry it.
+                mid_stream = streamed or exc.status_code == 200
+                if mid_stream and attempt < MID_STREAM_RETRIES:
+                    attempt += 1
+                    log.warning(
+                        "model stream failed mid-way; retrying",
+                        extra={"status": exc.status_code, "attempt": attempt, "request_id": exc.request_id},
+                    )
+                    await asyncio.sleep(0.5 * 2**attempt)
+                    continue
+                log.warning(
+                    "model request failed",
+                    extra={"status": exc.status_code, "request_id": exc.request_id},
+                )
+                raise ModelUnavailableError(f"the model API answered {exc.status_code}") from exc
+            except anthropic.APIError as exc:
+                log.warning("model request failed", extra={"error": type(exc).__name__})
+                raise ModelUnavailableError(type(exc).__name__) from exc
+
+    async def _stream_once(self, request: ModelRequest, on_text: TextSink) -> ModelReply:
+        text = ""
+        async with self._client.messages.stream(
+            model=request.model,
+            max_tokens=request.max_tokens,
+            system=list(request.system),  # type: ignore[arg-type]
+            messages=list(request.messages),  # type: ignore[arg-type]
+            tools=list(request.tools),  # type: ignore[arg-type]
+        ) as stream:
+            async for event in stream:
+                if event.type == "text":
+                    text += event.text
+                    await on_text(text)
+            final = await stream.get_final_message()
+        usage = Usage(
+            input_tokens=final.usage.input_tokens,
+            output_tokens=final.usage.output_tokens,
+            cache_read_input_tokens=final.usage.cache_read_input_tokens or 0,
+            cache_creation_input_tokens=final.usage.cache_creation_input_tokens or 0,
+        )
+        request_id = final._request_id
+        log.info(
+            "model reply",
+            extra={
+                "request_id": request_id,
+                "stop_reason": final.stop_reason,
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "cache_read_tokens": usage.cache_read_input_tokens,
+                "cache_write_tokens": usage.cache_creation_input_tokens,
+            },
+        )
+        return ModelReply(
+            blocks=tuple(_block_to_json(b) for b in final.content),
+            stop_reason=str(final.stop_reason or "end_turn"),
+            usage=usage,
+            request_id=request_id,
+        )

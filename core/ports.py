@@ -1,0 +1,169 @@
+"""The small interfaces the core depends on. Implementations live outside the core's rules:
+SQLite and PostgreSQL stores in `core/storage/`, the Claude client in `core/claude_client.py`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from core.domain import (
+    JSON,
+    AuditEvent,
+    Conversation,
+    EndReason,
+    NewMessage,
+    PendingConfirmation,
+    StoredMessage,
+    ThreadKey,
+    Warning,
+)
+
+# Receives the reply's text so far while it streams; adapters throttle their own updates.
+TextSink = Callable[[str], Awaitable[None]]
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.input_tokens + self.cache_read_input_tokens + self.cache_creation_input_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRequest:
+    system: tuple[JSON, ...]
+    messages: tuple[JSON, ...]
+    tools: tuple[JSON, ...]
+    max_tokens: int
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelReply:
+    blocks: tuple[JSON, ...]
+    stop_reason: str
+    usage: Usage = field(default_factory=Usage)
+    request_id: str | None = None
+
+
+class ModelUnavailableError(Exception):
+    """The model could not produce a complete reply (errors, retries exhausted, timeouts)."""
+
+
+@runtime_checkable
+class ModelClient(Protocol):
+    async def reply(self, request: ModelRequest, on_text: TextSink | None = None) -> ModelReply: ...
+
+
+class ConversationStore(Protocol):
+    async def get_or_create_conversation(self, *, key: ThreadKey, owner_id: str) -> Conversation: ...
+    async def create_branch(
+        self, *, key: ThreadKey, owner_id: str, source: Conversation, branch_point_seq: int
+    ) -> Conversation:
+        """A new conversation holding copies of `source`'s messages and warnings before the branch point."""
+        ...
+
+    async def find_conversation(self, key: ThreadKey) -> Conversation | None: ...
+    async def latest_conversation(self, *, platform: str, place: str) -> Conversation | None:
+        """The newest conversation in a place (a terminal user, a Discord DM): where to resume."""
+        ...
+
+    async def get_conversation(self, conversation_id: int) -> Conversation | None: ...
+    async def end_conversation(
+        self, *, conversation_id: int, reason: EndReason, explanation: str, actor: str
+    ) -> Conversation: ...
+    async def reopen_conversation(self, *, conversation_id: int) -> Conversation: ...
+    async def recent_endings(self, *, limit: int) -> list[Conversation]: ...
+
+
+class MessageStore(Protocol):
+    async def add_message(self, message: NewMessage) -> StoredMessage | None:
+        """Append a message; None when its platform message id was stored before (a duplicate delivery)."""
+        ...
+
+    async def messages(self, conversation_id: int) -> list[StoredMessage]: ...
+    async def find_by_platform_id(self, *, platform: str, platform_message_id: str) -> StoredMessage | None: ...
+    async def complete_turn(
+        self, *, conversation_id: int, replies: Sequence[NewMessage], answered_up_to_seq: int
+    ) -> list[StoredMessage]:
+        """Store a finished model turn and mark the user messages it answered, in one transaction."""
+        ...
+
+    async def exclude_message(self, message_id: int) -> None: ...
+    async def unanswered(self, *, older_than: datetime) -> list[StoredMessage]: ...
+    async def mark_answered(self, *, conversation_id: int, up_to_seq: int) -> None: ...
+
+
+class WarningStore(Protocol):
+    async def add_warning(self, *, conversation_id: int, after_seq: int, behavior: str) -> Warning: ...
+    async def warnings(self, conversation_id: int) -> list[Warning]: ...
+
+
+class ConfirmationStore(Protocol):
+    async def add_confirmation(
+        self, *, conversation_id: int, owner_id: str, explanation: str
+    ) -> PendingConfirmation: ...
+    async def get_confirmation(self, confirmation_id: int) -> PendingConfirmation | None: ...
+    async def resolve_confirmation(self, confirmation_id: int) -> bool:
+        """Mark it resolved; False if it already was (a second click loses)."""
+        ...
+
+
+class AuditLog(Protocol):
+    async def add_event(self, event: AuditEvent) -> None: ...
+    async def events(self, *, since: datetime, limit: int = 10_000) -> list[AuditEvent]: ...
+    async def count_events(self, *, since: datetime) -> dict[str, int]: ...
+
+
+class EventDeduplicator(Protocol):
+    async def claim_event(self, *, source: str, event_id: str) -> bool:
+        """True the first time an event id is seen, across every instance sharing the database."""
+        ...
+
+
+class LeaseStore(Protocol):
+    async def acquire_lease(self, *, name: str, holder: str, ttl_seconds: float) -> bool: ...
+    async def release_lease(self, *, name: str, holder: str) -> None: ...
+
+
+class PrivacyStore(Protocol):
+    async def forget_user(self, *, platform: str, user_id: str) -> int: ...
+    async def purge_text(self, *, older_than: datetime) -> int: ...
+
+
+class UsageStore(Protocol):
+    async def add_usage(self, *, scope: str, day: str, tokens: int) -> int:
+        """Add tokens to a scope's daily counter and return the new total."""
+        ...
+
+    async def usage(self, *, scope: str, day: str) -> int: ...
+
+
+class Store(
+    ConversationStore,
+    MessageStore,
+    WarningStore,
+    ConfirmationStore,
+    AuditLog,
+    EventDeduplicator,
+    LeaseStore,
+    PrivacyStore,
+    UsageStore,
+    Protocol,
+):
+    """Everything the service needs from one database. Backends run the same contract tests."""
+
+    async def migrate(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None: ...

@@ -1,0 +1,128 @@
+"""Row <-> domain conversions shared by every backend, so SQLite and PostgreSQL agree on meaning."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from core.domain import (
+    AuditEvent,
+    Conversation,
+    EndReason,
+    PendingConfirmation,
+    Role,
+    Status,
+    StoredMessage,
+    ThreadKey,
+    Warning,
+)
+
+
+class Row(Protocol):
+    """What both drivers' rows offer: access by column name."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+# Written in place of message text by retention and by "forget": the turn's shape stays valid for replay.
+REDACTED_TEXT = "[removed]"
+
+
+def to_time(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def opt_time(value: Any) -> datetime | None:
+    return None if value is None else to_time(value)
+
+
+def dump_blocks(blocks: tuple[dict[str, Any], ...]) -> str:
+    # Compact and key-order preserving: the replayed history must be byte-identical every turn.
+    return json.dumps(list(blocks), ensure_ascii=False, separators=(",", ":"))
+
+
+def load_json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def conversation(row: Row) -> Conversation:
+    return Conversation(
+        id=int(row["id"]),
+        key=ThreadKey(row["platform"], row["place"], row["thread"]),
+        owner_id=row["owner_id"],
+        status=Status(row["status"]),
+        created_at=to_time(row["created_at"]),
+        branched_from=row["branched_from"],
+        branch_point_seq=row["branch_point_seq"],
+        ended_reason=EndReason(row["ended_reason"]) if row["ended_reason"] else None,
+        ended_explanation=row["ended_explanation"],
+        ended_at=opt_time(row["ended_at"]),
+        ended_by=row["ended_by"],
+    )
+
+
+def message(row: Row) -> StoredMessage:
+    return StoredMessage(
+        id=int(row["id"]),
+        conversation_id=int(row["conversation_id"]),
+        seq=int(row["seq"]),
+        role=Role(row["role"]),
+        blocks=tuple(load_json(row["blocks"])),
+        author_id=row["author_id"],
+        author_name=row["author_name"],
+        platform_message_id=row["platform_message_id"],
+        created_at=opt_time(row["created_at"]),
+        answered=bool(row["answered"]),
+        excluded=bool(row["excluded"]),
+    )
+
+
+def warning(row: Row) -> Warning:
+    return Warning(
+        id=int(row["id"]),
+        conversation_id=int(row["conversation_id"]),
+        after_seq=int(row["after_seq"]),
+        behavior=row["behavior"],
+        created_at=to_time(row["created_at"]),
+    )
+
+
+def confirmation(row: Row) -> PendingConfirmation:
+    return PendingConfirmation(
+        id=int(row["id"]),
+        conversation_id=int(row["conversation_id"]),
+        owner_id=row["owner_id"],
+        explanation=row["explanation"],
+        created_at=to_time(row["created_at"]),
+        resolved=bool(row["resolved"]),
+    )
+
+
+def audit_event(row: Row) -> AuditEvent:
+    return AuditEvent(
+        id=int(row["id"]),
+        kind=row["kind"],
+        conversation_id=row["conversation_id"],
+        actor=row["actor"],
+        reason=row["reason"],
+        detail=load_json(row["detail"]) or {},
+        created_at=to_time(row["created_at"]),
+    )
+
+
+def redact_blocks(blocks: tuple[dict[str, Any], ...]) -> str:
+    """Replace text and tool input text with a marker, keeping ids so tool_use/tool_result still pair."""
+    redacted: list[dict[str, Any]] = []
+    for block in blocks:
+        kind = block.get("type")
+        if kind == "text":
+            redacted.append({"type": "text", "text": REDACTED_TEXT})
+        elif kind == "tool_use":
+            redacted.append({**block, "input": dict.fromkeys(block.get("input", {}), REDACTED_TEXT)})
+        else:
+            redacted.append(block)
+    return dump_blocks(tuple(redacted))

@@ -1,0 +1,546 @@
+"""The embedded default store on aiosqlite: WAL, a busy timeout, and schema migrations in code.
+
+One connection serves the process; an asyncio lock keeps one coroutine's transaction from interleaving
+with another's on that connection. Several processes on one file work too (BEGIN IMMEDIATE plus the busy
+timeout), but PostgreSQL is how Last Resort runs as several instances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+
+import aiosqlite
+
+from core.domain import (
+    AuditEvent,
+    Conversation,
+    EndReason,
+    NewMessage,
+    PendingConfirmation,
+    Status,
+    StoredMessage,
+    ThreadKey,
+    Warning,
+)
+from core.ports import Clock
+from core.storage import rows
+from core.storage.errors import StoreUnavailableError
+
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (
+        1,
+        (
+            """CREATE TABLE conversations (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                platform TEXT NOT NULL, place TEXT NOT NULL, thread TEXT NOT NULL,
+                owner_id TEXT NOT NULL, status TEXT NOT NULL, created_at TEXT NOT NULL,
+                branched_from INTEGER, branch_point_seq INTEGER,
+                ended_reason TEXT, ended_explanation TEXT, ended_at TEXT, ended_by TEXT,
+                UNIQUE (platform, place, thread))""",
+            "CREATE INDEX conversations_ended ON conversations (status, ended_at)",
+            """CREATE TABLE messages (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                conversation_id INTEGER NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+                seq INTEGER NOT NULL, role TEXT NOT NULL, blocks TEXT NOT NULL,
+                author_id TEXT, author_name TEXT, platform TEXT NOT NULL, platform_message_id TEXT,
+                answered INTEGER NOT NULL, excluded INTEGER NOT NULL DEFAULT 0,
+                redacted INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL,
+                UNIQUE (conversation_id, seq))""",
+            """CREATE UNIQUE INDEX messages_platform_id ON messages (platform, platform_message_id)
+                WHERE platform_message_id IS NOT NULL""",
+            "CREATE INDEX messages_author ON messages (platform, author_id)",
+            "CREATE INDEX messages_unanswered ON messages (answered, created_at)",
+            """CREATE TABLE warnings (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                conversation_id INTEGER NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+                after_seq INTEGER NOT NULL, behavior TEXT NOT NULL, created_at TEXT NOT NULL)""",
+            """CREATE TABLE confirmations (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                conversation_id INTEGER NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+                owner_id TEXT NOT NULL, explanation TEXT NOT NULL, created_at TEXT NOT NULL,
+                resolved INTEGER NOT NULL DEFAULT 0)""",
+            """CREATE TABLE audit_events (
+                id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, conversation_id INTEGER,
+                actor TEXT NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL, created_at TEXT NOT NULL)""",
+            "CREATE INDEX audit_events_time ON audit_events (created_at)",
+            """CREATE TABLE seen_events (
+                source TEXT NOT NULL, event_id TEXT NOT NULL, seen_at REAL NOT NULL,
+                PRIMARY KEY (source, event_id))""",
+            """CREATE TABLE leases (
+                name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at REAL NOT NULL)""",
+            """CREATE TABLE usage (
+                scope TEXT NOT NULL, day TEXT NOT NULL, tokens INTEGER NOT NULL,
+                PRIMARY KEY (scope, day))""",
+        ),
+    ),
+)
+
+# Event ids only need remembering for as long as a platform may redeliver (Slack retries for minutes).
+SEEN_EVENT_SECONDS = 24 * 3600
+
+
+def sqlite_path(database_url: str) -> Path:
+    """`sqlite:///relative.db` and `sqlite:////absolute/path.db`, as SQLAlchemy spells them."""
+    prefix = "sqlite:///"
+    if not database_url.startswith(prefix):
+        raise ValueError(f"not a sqlite URL: {database_url!r}")
+    rest = database_url[len(prefix) :]
+    if not rest:
+        raise ValueError("the sqlite URL names no file")
+    return Path(rest)
+
+
+class SqliteStore:
+    def __init__(self, path: Path, *, clock: Clock) -> None:
+        self._path = path
+        self._clock = clock
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        try:
+            if str(self._path) != ":memory:":
+                self._path.parent.mkdir(parents=True, exist_ok=True)
+            db = await aiosqlite.connect(self._path, isolation_level=None, timeout=10.0)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreUnavailableError(f"cannot open SQLite database {self._path}: {exc}") from exc
+        db.row_factory = aiosqlite.Row
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA busy_timeout=10000")
+            await db.execute("PRAGMA foreign_keys=ON")
+            await db.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as exc:
+            await db.close()
+            raise StoreUnavailableError(f"cannot use SQLite database {self._path}: {exc}") from exc
+        self._db = db
+
+    async def __aenter__(self) -> SqliteStore:
+        await self.open()
+        await self.migrate()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreUnavailableError("the SQLite store is not open")
+        return self._db
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            db = self.db
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            await db.execute("COMMIT")
+
+    async def _one(self, sql: str, params: Sequence[object] = ()) -> aiosqlite.Row | None:
+        async with self._lock, self.db.execute(sql, params) as cursor:
+            return await cursor.fetchone()
+
+    async def _all(self, sql: str, params: Sequence[object] = ()) -> list[aiosqlite.Row]:
+        async with self._lock, self.db.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    def _now(self) -> str:
+        return self._clock.now().isoformat()
+
+    async def migrate(self) -> None:
+        async with self._tx() as db:
+            await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            async with db.execute("SELECT MAX(version) FROM schema_version") as cursor:
+                row = await cursor.fetchone()
+            current = int(row[0]) if row and row[0] is not None else 0
+            for version, statements in MIGRATIONS:
+                if version > current:
+                    for statement in statements:
+                        await db.execute(statement)
+                    await db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+
+    async def ping(self) -> None:
+        await self._one("SELECT 1")
+
+    # -- conversations -------------------------------------------------------------------------------
+
+    async def get_or_create_conversation(self, *, key: ThreadKey, owner_id: str) -> Conversation:
+        async with self._tx() as db:
+            await db.execute(
+                """INSERT INTO conversations (platform, place, thread, owner_id, status, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (platform, place, thread) DO NOTHING""",
+                (key.platform, key.place, key.thread, owner_id, Status.ACTIVE.value, self._now()),
+            )
+            async with db.execute(
+                "SELECT * FROM conversations WHERE platform = ? AND place = ? AND thread = ?",
+                (key.platform, key.place, key.thread),
+            ) as cursor:
+                row = await cursor.fetchone()
+        assert row is not None
+        return rows.conversation(row)
+
+    async def create_branch(
+        self, *, key: ThreadKey, owner_id: str, source: Conversation, branch_point_seq: int
+    ) -> Conversation:
+        now = self._now()
+        async with self._tx() as db:
+            async with db.execute(
+                """INSERT INTO conversations
+                   (platform, place, thread, owner_id, status, created_at, branched_from, branch_point_seq)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *""",
+                (
+                    key.platform,
+                    key.place,
+                    key.thread,
+                    owner_id,
+                    Status.ACTIVE.value,
+                    now,
+                    source.id,
+                    branch_point_seq,
+                ),
+            ) as cursor:
+                row = await cursor.fetchone()
+            assert row is not None
+            new_id = int(row["id"])
+            # Copies carry no platform ids: those name the original posts, which stay with the original.
+            await db.execute(
+                """INSERT INTO messages (conversation_id, seq, role, blocks, author_id, author_name, platform,
+                       platform_message_id, answered, excluded, redacted, created_at)
+                   SELECT ?, seq, role, blocks, author_id, author_name, platform, NULL, 1, excluded, redacted,
+                       created_at
+                   FROM messages WHERE conversation_id = ? AND seq < ? ORDER BY seq""",
+                (new_id, source.id, branch_point_seq),
+            )
+            await db.execute(
+                """INSERT INTO warnings (conversation_id, after_seq, behavior, created_at)
+                   SELECT ?, after_seq, behavior, created_at FROM warnings
+                   WHERE conversation_id = ? AND after_seq < ?""",
+                (new_id, source.id, branch_point_seq),
+            )
+        return rows.conversation(row)
+
+    async def find_conversation(self, key: ThreadKey) -> Conversation | None:
+        row = await self._one(
+            "SELECT * FROM conversations WHERE platform = ? AND place = ? AND thread = ?",
+            (key.platform, key.place, key.thread),
+        )
+        return rows.conversation(row) if row else None
+
+    async def latest_conversation(self, *, platform: str, place: str) -> Conversation | None:
+        row = await self._one(
+            "SELECT * FROM conversations WHERE platform = ? AND place = ? ORDER BY id DESC LIMIT 1",
+            (platform, place),
+        )
+        return rows.conversation(row) if row else None
+
+    async def get_conversation(self, conversation_id: int) -> Conversation | None:
+        row = await self._one("SELECT * FROM conversations WHERE id = ?", (conversation_id,))
+        return rows.conversation(row) if row else None
+
+    async def end_conversation(
+        self, *, conversation_id: int, reason: EndReason, explanation: str, actor: str
+    ) -> Conversation:
+        async with (
+            self._tx() as db,
+            db.execute(
+                """UPDATE conversations SET status = ?, ended_reason = ?, ended_explanation = ?, ended_at = ?,
+                   ended_by = ? WHERE id = ? RETURNING *""",
+                (Status.ENDED.value, reason.value, explanation, self._now(), actor, conversation_id),
+            ) as cursor,
+        ):
+            row = await cursor.fetchone()
+        if row is None:
+            raise KeyError(conversation_id)
+        return rows.conversation(row)
+
+    async def reopen_conversation(self, *, conversation_id: int) -> Conversation:
+        async with (
+            self._tx() as db,
+            db.execute(
+                """UPDATE conversations SET status = ?, ended_reason = NULL, ended_explanation = NULL,
+                   ended_at = NULL, ended_by = NULL WHERE id = ? RETURNING *""",
+                (Status.ACTIVE.value, conversation_id),
+            ) as cursor,
+        ):
+            row = await cursor.fetchone()
+        if row is None:
+            raise KeyError(conversation_id)
+        return rows.conversation(row)
+
+    async def recent_endings(self, *, limit: int) -> list[Conversation]:
+        found = await self._all(
+            "SELECT * FROM conversations WHERE status = ? ORDER BY ended_at DESC, id DESC LIMIT ?",
+            (Status.ENDED.value, limit),
+        )
+        return [rows.conversation(r) for r in found]
+
+    # -- messages ------------------------------------------------------------------------------------
+
+    async def _insert_message(self, db: aiosqlite.Connection, message: NewMessage) -> aiosqlite.Row | None:
+        async with db.execute(
+            """INSERT INTO messages (conversation_id, seq, role, blocks, author_id, author_name, platform,
+                   platform_message_id, answered, created_at)
+               SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ?,
+                   (SELECT platform FROM conversations WHERE id = ?), ?, ?, ?
+               FROM messages WHERE conversation_id = ?
+               ON CONFLICT DO NOTHING RETURNING *""",
+            (
+                message.conversation_id,
+                message.role.value,
+                rows.dump_blocks(message.blocks),
+                message.author_id,
+                message.author_name,
+                message.conversation_id,
+                message.platform_message_id,
+                int(message.answered),
+                self._now(),
+                message.conversation_id,
+            ),
+        ) as cursor:
+            return await cursor.fetchone()
+
+    async def add_message(self, message: NewMessage) -> StoredMessage | None:
+        async with self._tx() as db:
+            row = await self._insert_message(db, message)
+        return rows.message(row) if row else None
+
+    async def messages(self, conversation_id: int) -> list[StoredMessage]:
+        found = await self._all("SELECT * FROM messages WHERE conversation_id = ? ORDER BY seq", (conversation_id,))
+        return [rows.message(r) for r in found]
+
+    async def find_by_platform_id(self, *, platform: str, platform_message_id: str) -> StoredMessage | None:
+        row = await self._one(
+            "SELECT * FROM messages WHERE platform = ? AND platform_message_id = ?",
+            (platform, platform_message_id),
+        )
+        return rows.message(row) if row else None
+
+    async def complete_turn(
+        self, *, conversation_id: int, replies: Sequence[NewMessage], answered_up_to_seq: int
+    ) -> list[StoredMessage]:
+        stored = []
+        async with self._tx() as db:
+            for reply in replies:
+                row = await self._insert_message(db, reply)
+                assert row is not None
+                stored.append(rows.message(row))
+            await db.execute(
+                "UPDATE messages SET answered = 1 WHERE conversation_id = ? AND seq <= ? AND answered = 0",
+                (conversation_id, answered_up_to_seq),
+            )
+        return stored
+
+    async def exclude_message(self, message_id: int) -> None:
+        async with self._tx() as db:
+            await db.execute("UPDATE messages SET excluded = 1 WHERE id = ?", (message_id,))
+
+    async def mark_answered(self, *, conversation_id: int, up_to_seq: int) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE messages SET answered = 1 WHERE conversation_id = ? AND seq <= ? AND answered = 0",
+                (conversation_id, up_to_seq),
+            )
+
+    async def unanswered(self, *, older_than: datetime) -> list[StoredMessage]:
+        found = await self._all(
+            """SELECT m.* FROM messages m JOIN conversations c ON c.id = m.conversation_id
+               WHERE m.answered = 0 AND m.role = 'user' AND m.created_at < ? AND c.status = ?
+               ORDER BY m.conversation_id, m.seq""",
+            (older_than.isoformat(), Status.ACTIVE.value),
+        )
+        return [rows.message(r) for r in found]
+
+    # -- warnings and confirmations ---------------------------------------------------------------------
+
+    async def add_warning(self, *, conversation_id: int, after_seq: int, behavior: str) -> Warning:
+        async with (
+            self._tx() as db,
+            db.execute(
+                "INSERT INTO warnings (conversation_id, after_seq, behavior, created_at) "
+                "VALUES (?, ?, ?, ?) RETURNING *",
+                (conversation_id, after_seq, behavior, self._now()),
+            ) as cursor,
+        ):
+            row = await cursor.fetchone()
+        assert row is not None
+        return rows.warning(row)
+
+    async def warnings(self, conversation_id: int) -> list[Warning]:
+        found = await self._all("SELECT * FROM warnings WHERE conversation_id = ? ORDER BY id", (conversation_id,))
+        return [rows.warning(r) for r in found]
+
+    async def add_confirmation(self, *, conversation_id: int, owner_id: str, explanation: str) -> PendingConfirmation:
+        async with (
+            self._tx() as db,
+            db.execute(
+                """INSERT INTO confirmations (conversation_id, owner_id, explanation, created_at)
+               VALUES (?, ?, ?, ?) RETURNING *""",
+                (conversation_id, owner_id, explanation, self._now()),
+            ) as cursor,
+        ):
+            row = await cursor.fetchone()
+        assert row is not None
+        return rows.confirmation(row)
+
+    async def get_confirmation(self, confirmation_id: int) -> PendingConfirmation | None:
+        row = await self._one("SELECT * FROM confirmations WHERE id = ?", (confirmation_id,))
+        return rows.confirmation(row) if row else None
+
+    async def resolve_confirmation(self, confirmation_id: int) -> bool:
+        async with (
+            self._tx() as db,
+            db.execute(
+                "UPDATE confirmations SET resolved = 1 WHERE id = ? AND resolved = 0 RETURNING id",
+                (confirmation_id,),
+            ) as cursor,
+        ):
+            row = await cursor.fetchone()
+        return row is not None
+
+    # -- audit -----------------------------------------------------------------------------------------
+
+    async def add_event(self, event: AuditEvent) -> None:
+        created = (event.created_at or self._clock.now()).isoformat()
+        async with self._tx() as db:
+            await db.execute(
+                """INSERT INTO audit_events (kind, conversation_id, actor, reason, detail, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?)""",
+                (
+                    event.kind,
+                    event.conversation_id,
+                    event.actor,
+                    event.reason,
+                    json.dumps(event.detail),
+                    created,
+                ),
+            )
+
+    async def events(self, *, since: datetime, limit: int = 10_000) -> list[AuditEvent]:
+        found = await self._all(
+            "SELECT * FROM audit_events WHERE created_at >= ? ORDER BY created_at, id LIMIT ?",
+            (since.isoformat(), limit),
+        )
+        return [rows.audit_event(r) for r in found]
+
+    async def count_events(self, *, since: datetime) -> dict[str, int]:
+        found = await self._all(
+            "SELECT kind, COUNT(*) AS n FROM audit_events WHERE created_at >= ? GROUP BY kind",
+            (since.isoformat(),),
+        )
+        return {r["kind"]: int(r["n"]) for r in found}
+
+    # -- deduplication, leases, usage ---------------------------------------------------------------------
+
+    async def claim_event(self, *, source: str, event_id: str) -> bool:
+        now = time.time()
+        async with self._tx() as db:
+            await db.execute("DELETE FROM seen_events WHERE seen_at < ?", (now - SEEN_EVENT_SECONDS,))
+            async with db.execute(
+                "INSERT INTO seen_events (source, event_id, seen_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING "
+                "RETURNING event_id",
+                (source, event_id, now),
+            ) as cursor:
+                row = await cursor.fetchone()
+        return row is not None
+
+    async def acquire_lease(self, *, name: str, holder: str, ttl_seconds: float) -> bool:
+        now = time.time()
+        async with (
+            self._tx() as db,
+            db.execute(
+                """INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)
+               ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+               WHERE leases.expires_at < ? OR leases.holder = excluded.holder
+               RETURNING holder""",
+                (name, holder, now + ttl_seconds, now),
+            ) as cursor,
+        ):
+            row = await cursor.fetchone()
+        return row is not None
+
+    async def release_lease(self, *, name: str, holder: str) -> None:
+        async with self._tx() as db:
+            await db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
+
+    async def add_usage(self, *, scope: str, day: str, tokens: int) -> int:
+        async with (
+            self._tx() as db,
+            db.execute(
+                """INSERT INTO usage (scope, day, tokens) VALUES (?, ?, ?)
+               ON CONFLICT (scope, day) DO UPDATE SET tokens = usage.tokens + excluded.tokens
+               RETURNING tokens""",
+                (scope, day, tokens),
+            ) as cursor,
+        ):
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def usage(self, *, scope: str, day: str) -> int:
+        row = await self._one("SELECT tokens FROM usage WHERE scope = ? AND day = ?", (scope, day))
+        return int(row[0]) if row else 0
+
+    # -- privacy -------------------------------------------------------------------------------------
+
+    async def forget_user(self, *, platform: str, user_id: str) -> int:
+        """Delete the user's own conversations and redact what they wrote elsewhere."""
+        async with self._tx() as db:
+            async with db.execute(
+                "SELECT COUNT(*) FROM messages WHERE platform = ? AND author_id = ?", (platform, user_id)
+            ) as cursor:
+                row = await cursor.fetchone()
+            count = int(row[0]) if row else 0
+            await db.execute("DELETE FROM conversations WHERE platform = ? AND owner_id = ?", (platform, user_id))
+            async with db.execute(
+                "SELECT id, blocks FROM messages WHERE platform = ? AND author_id = ?", (platform, user_id)
+            ) as cursor:
+                remaining = list(await cursor.fetchall())
+            for row in remaining:
+                await db.execute(
+                    "UPDATE messages SET blocks = ?, author_id = NULL, author_name = NULL, redacted = 1 WHERE id = ?",
+                    (rows.redact_blocks(tuple(rows.load_json(row["blocks"]))), row["id"]),
+                )
+            await db.execute(
+                "UPDATE confirmations SET owner_id = '' WHERE owner_id = ? AND conversation_id IN "
+                "(SELECT id FROM conversations WHERE platform = ?)",
+                (user_id, platform),
+            )
+            await db.execute(
+                "UPDATE audit_events SET actor = 'user:forgotten' WHERE actor IN (?, ?)",
+                (f"user:{user_id}", f"moderator:{user_id}"),
+            )
+        return count
+
+    async def purge_text(self, *, older_than: datetime) -> int:
+        async with self._tx() as db:
+            async with db.execute(
+                "SELECT id, blocks FROM messages WHERE redacted = 0 AND created_at < ?",
+                (older_than.isoformat(),),
+            ) as cursor:
+                old = list(await cursor.fetchall())
+            for row in old:
+                await db.execute(
+                    "UPDATE messages SET blocks = ?, redacted = 1 WHERE id = ?",
+                    (rows.redact_blocks(tuple(rows.load_json(row["blocks"]))), row["id"]),
+                )
+            await db.execute(
+                "UPDATE conversations SET ended_explanation = ? WHERE ended_at < ? AND ended_explanation IS NOT NULL",
+                (rows.REDACTED_TEXT, older_than.isoformat()),
+            )
+        return len(old)

@@ -1,0 +1,68 @@
+"""One conversation at a time: an in-process lock per thread plus a database lease across instances."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from core.domain import ThreadKey
+from core.ports import LeaseStore
+
+LEASE_POLL_SECONDS = 0.05
+
+
+class LeaseTimeoutError(Exception):
+    """Another instance held the thread for longer than we are willing to wait."""
+
+
+def lease_name(key: ThreadKey) -> str:
+    return f"{key.platform}:{key.place}:{key.thread}"
+
+
+class ThreadLocks:
+    """Two messages of one thread never run at once; different threads run concurrently.
+
+    The lease outlives the longest model call (`ttl_seconds`) and expires if its holder dies, so a crash
+    never wedges a thread.
+    """
+
+    def __init__(self, leases: LeaseStore, *, ttl_seconds: float, wait_seconds: float) -> None:
+        self._leases = leases
+        self._ttl = ttl_seconds
+        self._wait = wait_seconds
+        self._holder = f"proc-{uuid.uuid4().hex[:12]}"
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._waiters: dict[str, int] = {}
+
+    @property
+    def holder(self) -> str:
+        return self._holder
+
+    @asynccontextmanager
+    async def hold(self, key: ThreadKey) -> AsyncIterator[None]:
+        name = lease_name(key)
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        self._waiters[name] = self._waiters.get(name, 0) + 1
+        try:
+            async with lock:
+                await self._acquire_lease(name)
+                try:
+                    yield
+                finally:
+                    await asyncio.shield(self._leases.release_lease(name=name, holder=self._holder))
+        finally:
+            self._waiters[name] -= 1
+            if self._waiters[name] == 0:
+                # Forget idle threads so the table does not grow with every thread ever seen.
+                del self._waiters[name]
+                del self._locks[name]
+
+    async def _acquire_lease(self, name: str) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._wait
+        while not await self._leases.acquire_lease(name=name, holder=self._holder, ttl_seconds=self._ttl):
+            if loop.time() >= deadline:
+                raise LeaseTimeoutError(name)
+            await asyncio.sleep(LEASE_POLL_SECONDS)
