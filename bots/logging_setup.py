@@ -38,9 +38,7 @@ class SecretScrubber(logging.Filter):
         return True
 
 
-def configure_logging(
-    *, level: str, fmt: str, secrets: Iterable[str], stream: TextIO | None = None
-) -> None:
+def configure_logging(*, level: str, fmt: str, secrets: Iterable[str], stream: TextIO | None = None) -> None:
     handler = logging.StreamHandler(stream or sys.stdout)
     if fmt == "json":
         handler.setFormatter(

@@ -103,13 +103,13 @@ class ClaudeClient:
                     text += event.text
                     await on_text(text)
             final = await stream.get_final_message()
+            request_id = stream.request_id
         usage = Usage(
             input_tokens=final.usage.input_tokens,
             output_tokens=final.usage.output_tokens,
             cache_read_input_tokens=final.usage.cache_read_input_tokens or 0,
             cache_creation_input_tokens=final.usage.cache_creation_input_tokens or 0,
         )
-        request_id = final._request_id
         log.info(
             "model reply",
             extra={

@@ -313,7 +313,9 @@ class ConversationService:
                 await self._apply(turn, effect, stored[0].seq, text)
             if isinstance(turn.outcome, Ended):
                 return turn.outcome
-            if (turn.refused or not text) and retry_left:
+            # A confirmation request carries its own question; anything else needs words for the user.
+            speechless = not text and not isinstance(turn.outcome, ConfirmationRequested)
+            if (turn.refused or speechless) and retry_left:
                 # One continuation per user message: the model reads why and answers the user itself.
                 retry_left = False
                 turn.refused = False

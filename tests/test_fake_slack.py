@@ -9,6 +9,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +29,7 @@ CHANNEL = "C0GENERAL"
 ALICE = "U0ALICE"
 MOD = "U0MOD"
 
-BUTTONS = [
+BUTTONS: list[dict[str, Any]] = [
     {"type": "section", "text": {"type": "mrkdwn", "text": "Ending this conversation."}},
     {
         "type": "actions",
@@ -52,6 +53,7 @@ def fake() -> Iterator[FakeSlack]:
         slack.add_user(ALICE, "alice", display_name="Alice A.")
         slack.add_user(MOD, "mod", is_admin=True)
         yield slack
+        assert slack.errors == []
 
 
 @pytest.fixture
@@ -78,7 +80,7 @@ async def bot(fake: FakeSlack) -> AsyncIterator[Bot]:
         bot = Bot(app, SlackDriver(SECRET, f"{base_url}/slack/events", fake=fake))
 
         @app.middleware
-        async def capture(req: AsyncBoltRequest, resp: BoltResponse, next: Any) -> Any:  # noqa: A002
+        async def capture(req: AsyncBoltRequest, resp: BoltResponse, next: Any) -> Any:
             bot.headers.append({k: v[0] for k, v in req.headers.items()})
             return await next()
 
@@ -173,7 +175,9 @@ async def test_sdk_errors_are_slack_errors(fake: FakeSlack, client: AsyncWebClie
         ),
     ]
     for call, error in cases:
-        with pytest.raises(SlackApiError) as caught:
+        with pytest.raises(SlackApiError) as caught, warnings.catch_warnings():
+            # slack_sdk warns about the missing `text` of the no_text case before sending it.
+            warnings.simplefilter("ignore", UserWarning)
             await call
         assert caught.value.response.status_code == 200
         assert caught.value.response["error"] == error
@@ -182,6 +186,28 @@ async def test_sdk_errors_are_slack_errors(fake: FakeSlack, client: AsyncWebClie
     with pytest.raises(SlackApiError) as caught:
         await stranger.auth_test()
     assert caught.value.response["error"] == "invalid_auth"
+
+
+async def test_replies_paginate_and_injected_api_errors(fake: FakeSlack, client: AsyncWebClient) -> None:
+    root = fake.add_message(CHANNEL, ALICE, "root")
+    for n in range(4):
+        fake.add_message(CHANNEL, ALICE, f"reply {n}", thread_ts=root["ts"])
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        page = await client.conversations_replies(channel=CHANNEL, ts=root["ts"], limit=2, cursor=cursor)
+        seen.extend(m["text"] for m in page["messages"])
+        metadata: dict[str, Any] = page.get("response_metadata") or {}
+        cursor = metadata.get("next_cursor")
+        if not page["has_more"]:
+            break
+    assert seen == ["root", "reply 0", "reply 1", "reply 2", "reply 3"]
+
+    fake.fail_next("chat.postMessage", status=200, error="not_in_channel")
+    with pytest.raises(SlackApiError) as caught:
+        await client.chat_postMessage(channel=CHANNEL, text="x")
+    assert caught.value.response["error"] == "not_in_channel"
+    assert len(fake.messages(CHANNEL)) == 5
 
 
 async def test_form_encoded_and_token_param(fake: FakeSlack, client: AsyncWebClient) -> None:
@@ -306,7 +332,7 @@ async def test_redelivery_and_mention_pair(fake: FakeSlack, bot: Bot) -> None:
     async def on_message(body: dict[str, Any], event: dict[str, Any]) -> None:
         events.append(("message", body["event_id"], event["ts"]))
 
-    first, second = await bot.driver.post_mention(CHANNEL, ALICE, "hello", order=("message", "app_mention"))
+    _first, second = await bot.driver.post_mention(CHANNEL, ALICE, "hello", order=("message", "app_mention"))
     await fake.wait_for_async(lambda: len(events) == 2)
     assert [e[0] for e in events] == ["message", "app_mention"]
     assert events[0][2] == events[1][2]  # same message
@@ -384,9 +410,7 @@ async def test_button_click_reaches_action_listener(fake: FakeSlack, bot: Bot, c
     clicks: list[dict[str, Any]] = []
 
     @bot.app.action("appeal_ending")
-    async def on_click(
-        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
-    ) -> None:
+    async def on_click(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
         clicks.append({"action": action, "body": body})
         await respond(text="Appeal received", replace_original=True)

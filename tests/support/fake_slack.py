@@ -156,6 +156,12 @@ def rich_text_blocks(text: str) -> list[JSON]:
     ]
 
 
+def _ts_key(message: JSON) -> tuple[int, int]:
+    # Compare ts as integers: a float of "1700000000.000100" is only just precise enough.
+    seconds, _, micros = str(message["ts"]).partition(".")
+    return int(seconds), int(micros or 0)
+
+
 def _as_bool(value: Any) -> bool:
     # Form bodies and query strings carry "1"/"true"; JSON bodies carry real booleans.
     if isinstance(value, str):
@@ -212,6 +218,7 @@ class FakeSlack:
         self._faults_served: list[tuple[str, int, str]] = []
         self._faults: dict[str, deque[Fault]] = {}
         self._responses: list[ResponsePost] = []
+        self._errors: list[str] = []
         self._response_targets: dict[str, _ResponseTarget] = {}
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -514,9 +521,14 @@ class FakeSlack:
     def record_message(self, channel: str, message: JSON) -> JSON:
         """Store a message as Slack would (idempotent per ts: a redelivered event is one message)."""
         with self._cond:
-            self._add_channel_locked(channel, None)
-            if message.get("user"):
-                self._ensure_user_locked(str(message["user"]))
+            info = self._add_channel_locked(channel, None)
+            poster = message.get("user")
+            if poster:
+                self._ensure_user_locked(str(poster))
+                if info["is_im"] and info.get("user") is None and poster != self.bot_user_id:
+                    # A DM first seen in an event belongs to its human poster.
+                    info["user"] = poster
+                    self._dms.setdefault(str(poster), channel)
             store = self._messages[channel]
             ts = str(message["ts"])
             if ts not in store:
@@ -579,7 +591,7 @@ class FakeSlack:
             else:
                 root = self._thread_root_locked(channel, thread_ts)
                 picked = [m for m in store.values() if m["ts"] == root or m.get("thread_ts") == root]
-            picked.sort(key=lambda m: float(m["ts"]))
+            picked.sort(key=_ts_key)
             return [self._render_locked(channel, m) for m in picked]
 
     def bot_messages(self, channel: str, thread_ts: str | None = None) -> list[JSON]:
@@ -607,6 +619,17 @@ class FakeSlack:
     def deleted(self) -> list[tuple[str, JSON]]:
         with self._cond:
             return copy.deepcopy(self._deleted)
+
+    @property
+    def errors(self) -> list[str]:
+        """Exceptions raised inside the fake itself (should stay empty; assert on it in teardown)."""
+        with self._cond:
+            return list(self._errors)
+
+    def channel_info(self, channel: str) -> JSON | None:
+        with self._cond:
+            info = self._channels.get(channel)
+            return None if info is None else copy.deepcopy(info)
 
     @property
     def views(self) -> dict[str, JSON]:
@@ -768,8 +791,12 @@ class FakeSlack:
             if target.uses > RESPONSE_URL_MAX_USES:
                 self._cond.notify_all()
                 return web.json_response({"ok": False, "error": "used_url"}, status=404)
-            self._apply_response_locked(target, body)
-            self._cond.notify_all()
+            try:
+                self._apply_response_locked(target, body)
+            except _ApiError as exc:
+                return web.json_response({"ok": False, "error": exc.error}, status=400)
+            finally:
+                self._cond.notify_all()
         return web.json_response({"ok": True})
 
     def _apply_response_locked(self, target: _ResponseTarget, body: JSON) -> None:
@@ -858,7 +885,12 @@ class FakeSlack:
                 self._faults_served.append((method, status, str(answer["error"])))
             else:
                 # Applied before any delay: a slow reply still changes the world immediately.
-                status, headers, answer = 200, {}, self._dispatch_locked(method, params, token)
+                try:
+                    status, headers, answer = 200, {}, self._dispatch_locked(method, params, token)
+                except Exception as exc:
+                    # A bug in the fake must not pass for a Slack outage: record it for `errors`.
+                    self._errors.append(f"{method}: {exc!r}")
+                    status, headers, answer = 500, {}, {"ok": False, "error": "fake_slack_bug", "detail": repr(exc)}
             self._cond.notify_all()
         if fault is not None and fault.delay > 0:
             await asyncio.sleep(fault.delay)
@@ -928,7 +960,7 @@ class FakeSlack:
         else:
             replies = sorted(
                 (m for m in store.values() if m.get("thread_ts") == ts and m["ts"] != ts),
-                key=lambda m: float(m["ts"]),
+                key=_ts_key,
             )
             if replies:
                 users = list(dict.fromkeys(str(m.get("user") or m.get("bot_id")) for m in replies))
@@ -1103,7 +1135,7 @@ class FakeSlack:
             raise _ApiError("thread_not_found")
         root = self._thread_root_locked(channel, ts)
         thread = [m for m in self._messages[channel].values() if m["ts"] == root or m.get("thread_ts") == root]
-        thread.sort(key=lambda m: float(m["ts"]))
+        thread.sort(key=_ts_key)
         # Cursor pagination like Slack's (an opaque base64 "next_ts:<ts>"); the root leads every page.
         limit = int(params.get("limit") or 1000)
         start = 0
@@ -1520,6 +1552,10 @@ class SlackDriver:
     def _record(self, channel: str, envelope: JSON) -> None:
         if self.fake is not None:
             event = envelope["event"]
+            if event.get("bot_id") == self.fake.bot_id:
+                # The bot's own message is stored by the chat.postMessage that made it; an echo of it
+                # (or a synthetic one) must not add a message the bot never posted.
+                return
             self.fake.record_message(channel, {k: v for k, v in event.items() if k != "type"} | {"type": "message"})
 
     async def message(
@@ -1644,9 +1680,12 @@ class SlackDriver:
         response_url: str | None = None,
         thread_ts: str | None = None,
     ) -> JSON:
+        channel_name = "directmessage" if channel.startswith("D") else channel.lower()
         if self.fake is not None:
             self.fake.ensure_user(user)
             self.fake.ensure_channel(channel)
+            info = self.fake.channel_info(channel) or {}
+            channel_name = "directmessage" if info.get("is_im") else str(info.get("name", channel_name))
             url = response_url or self.fake.response_url(channel=channel, user=user, thread_ts=thread_ts)
         else:
             url = response_url or f"https://hooks.slack.com/commands/{self.team_id}/1/{_random_id(24)}"
@@ -1655,7 +1694,7 @@ class SlackDriver:
             "team_id": self.team_id,
             "team_domain": self.team_domain,
             "channel_id": channel,
-            "channel_name": "directmessage" if channel.startswith("D") else channel.lower(),
+            "channel_name": channel_name,
             "user_id": user,
             "user_name": user.lower(),
             "command": command,

@@ -1,0 +1,617 @@
+"""The multi-instance store on an asyncpg pool: same tables and meaning as the SQLite store.
+
+Every write runs in its own transaction on a pooled connection. Message sequence numbers are assigned under a
+row lock on the conversation, so several instances appending to one thread never collide. Leases and event
+deduplication use the database's clock, so instances whose own clocks disagree still agree on who holds what.
+Everything else is stamped with the injected clock, exactly like the SQLite store (tests and retention rely
+on that).
+
+`database_url` is a libpq-style URL (`postgres://` or `postgresql://`). Query parameters asyncpg does not
+know become server settings, so `?search_path=lastresort` selects a schema; `server_settings=` does the same
+from code.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from core.domain import (
+    AuditEvent,
+    Conversation,
+    EndReason,
+    NewMessage,
+    PendingConfirmation,
+    Status,
+    StoredMessage,
+    ThreadKey,
+    Warning,
+)
+from core.ports import Clock
+from core.storage import rows
+from core.storage.errors import StoreUnavailableError
+from core.storage.factory import redact_url
+
+Connection = PoolConnectionProxy[asyncpg.Record]
+
+# Message blocks stay TEXT holding rows.dump_blocks output: JSONB would reorder keys and break the
+# byte-identical replay prompt caching depends on. Audit detail stays TEXT too, so anything SQLite accepts
+# (NaN, "\u0000") is accepted here as well; cast to jsonb when querying it by hand.
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (
+        1,
+        (
+            """CREATE TABLE conversations (
+                id BIGSERIAL PRIMARY KEY,
+                platform TEXT NOT NULL, place TEXT NOT NULL, thread TEXT NOT NULL,
+                owner_id TEXT NOT NULL, status TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL,
+                branched_from BIGINT, branch_point_seq INTEGER,
+                ended_reason TEXT, ended_explanation TEXT, ended_at TIMESTAMPTZ, ended_by TEXT,
+                UNIQUE (platform, place, thread))""",
+            "CREATE INDEX conversations_ended ON conversations (status, ended_at)",
+            "CREATE INDEX conversations_owner ON conversations (platform, owner_id)",
+            """CREATE TABLE messages (
+                id BIGSERIAL PRIMARY KEY,
+                conversation_id BIGINT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+                seq INTEGER NOT NULL, role TEXT NOT NULL, blocks TEXT NOT NULL,
+                author_id TEXT, author_name TEXT, platform TEXT NOT NULL, platform_message_id TEXT,
+                answered BOOLEAN NOT NULL, excluded BOOLEAN NOT NULL DEFAULT FALSE,
+                redacted BOOLEAN NOT NULL DEFAULT FALSE, created_at TIMESTAMPTZ NOT NULL,
+                UNIQUE (conversation_id, seq))""",
+            """CREATE UNIQUE INDEX messages_platform_id ON messages (platform, platform_message_id)
+                WHERE platform_message_id IS NOT NULL""",
+            "CREATE INDEX messages_author ON messages (platform, author_id)",
+            "CREATE INDEX messages_unanswered ON messages (created_at) WHERE NOT answered",
+            "CREATE INDEX messages_unredacted ON messages (created_at) WHERE NOT redacted",
+            """CREATE TABLE warnings (
+                id BIGSERIAL PRIMARY KEY,
+                conversation_id BIGINT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+                after_seq INTEGER NOT NULL, behavior TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL)""",
+            "CREATE INDEX warnings_conversation ON warnings (conversation_id)",
+            """CREATE TABLE confirmations (
+                id BIGSERIAL PRIMARY KEY,
+                conversation_id BIGINT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+                owner_id TEXT NOT NULL, explanation TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL,
+                resolved BOOLEAN NOT NULL DEFAULT FALSE)""",
+            "CREATE INDEX confirmations_conversation ON confirmations (conversation_id)",
+            """CREATE TABLE audit_events (
+                id BIGSERIAL PRIMARY KEY, kind TEXT NOT NULL, conversation_id BIGINT,
+                actor TEXT NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL)""",
+            "CREATE INDEX audit_events_time ON audit_events (created_at)",
+            "CREATE INDEX audit_events_actor ON audit_events (actor)",
+            """CREATE TABLE seen_events (
+                source TEXT NOT NULL, event_id TEXT NOT NULL, seen_at TIMESTAMPTZ NOT NULL,
+                PRIMARY KEY (source, event_id))""",
+            "CREATE INDEX seen_events_time ON seen_events (seen_at)",
+            """CREATE TABLE leases (
+                name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at TIMESTAMPTZ NOT NULL)""",
+            """CREATE TABLE usage (
+                scope TEXT NOT NULL, day TEXT NOT NULL, tokens BIGINT NOT NULL,
+                PRIMARY KEY (scope, day))""",
+        ),
+    ),
+)
+
+# Event ids only need remembering for as long as a platform may redeliver (Slack retries for minutes).
+SEEN_EVENT_SECONDS = 24 * 3600
+
+# First key of the two-key advisory lock that serializes migrations; the second is the schema's hash, so
+# separate schemas in one database migrate independently.
+MIGRATION_LOCK_KEY = 0x4C52_0001
+
+_SECRET_QUERY_KEYS = ("password", "sslpassword")
+
+
+def _secrets(database_url: str) -> list[str]:
+    """The secrets a URL carries (raw and percent-decoded), to keep out of every message."""
+    found: list[str] = []
+    try:
+        parts = urllib.parse.urlsplit(database_url)
+        if parts.password:
+            found += [parts.password, urllib.parse.unquote(parts.password)]
+        for key, value in urllib.parse.parse_qsl(parts.query):
+            if key in _SECRET_QUERY_KEYS and value:
+                found += [value, urllib.parse.quote(value, safe="")]
+    except ValueError:
+        pass
+    return sorted({s for s in found if s}, key=len, reverse=True)
+
+
+def _scrub(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def _utc(value: datetime) -> datetime:
+    """Naive datetimes mean UTC, as they do in the SQLite store (asyncpg would read them as local time)."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class PostgresStore:
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        clock: Clock,
+        min_size: int = 1,
+        max_size: int = 10,
+        server_settings: Mapping[str, str] | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self._url = database_url
+        self._clock = clock
+        self._min_size = min_size
+        self._max_size = max_size
+        self._server_settings = dict(server_settings) if server_settings else None
+        self._connect_timeout = connect_timeout
+        self._pool: asyncpg.Pool[asyncpg.Record] | None = None
+
+    def _describe(self) -> str:
+        return _scrub(redact_url(self._url), _secrets(self._url))
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        try:
+            pool = await asyncpg.create_pool(
+                self._url,
+                min_size=self._min_size,
+                max_size=self._max_size,
+                timeout=self._connect_timeout,
+                server_settings=self._server_settings,
+            )
+        except Exception as exc:
+            secrets = _secrets(self._url)
+            reason = str(exc) or "no response"
+            clean = _scrub(reason, secrets)
+            error = StoreUnavailableError(
+                f"cannot connect to PostgreSQL database {self._describe()}: {type(exc).__name__}: {clean}"
+            )
+            if clean != reason:
+                # The driver's own message named a secret: do not chain it into tracebacks either.
+                raise error from None
+            raise error from exc
+        self._pool = pool
+
+    async def __aenter__(self) -> PostgresStore:
+        await self.open()
+        try:
+            await self.migrate()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    @property
+    def pool(self) -> asyncpg.Pool[asyncpg.Record]:
+        if self._pool is None:
+            raise StoreUnavailableError("the PostgreSQL store is not open")
+        return self._pool
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[Connection]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield conn
+
+    def _now(self) -> datetime:
+        return _utc(self._clock.now())
+
+    async def migrate(self) -> None:
+        async with self._tx() as conn:
+            # Taken before anything else, so two instances starting at once migrate one after the other.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock($1::int4, hashtext(COALESCE(current_schema(), '')))",
+                MIGRATION_LOCK_KEY,
+            )
+            await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            current = int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version"))
+            for version, statements in MIGRATIONS:
+                if version > current:
+                    for statement in statements:
+                        await conn.execute(statement)
+                    await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
+
+    async def ping(self) -> None:
+        pool = self.pool
+        try:
+            await pool.fetchval("SELECT 1", timeout=self._connect_timeout)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreUnavailableError(
+                f"PostgreSQL database {self._describe()} does not answer: {type(exc).__name__}: "
+                f"{_scrub(str(exc), _secrets(self._url))}"
+            ) from exc
+
+    # -- conversations -------------------------------------------------------------------------------
+
+    async def get_or_create_conversation(self, *, key: ThreadKey, owner_id: str) -> Conversation:
+        async with self._tx() as conn:
+            await conn.execute(
+                """INSERT INTO conversations (platform, place, thread, owner_id, status, created_at)
+                   VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (platform, place, thread) DO NOTHING""",
+                key.platform,
+                key.place,
+                key.thread,
+                owner_id,
+                Status.ACTIVE.value,
+                self._now(),
+            )
+            row = await conn.fetchrow(
+                "SELECT * FROM conversations WHERE platform = $1 AND place = $2 AND thread = $3",
+                key.platform,
+                key.place,
+                key.thread,
+            )
+        assert row is not None
+        return rows.conversation(row)
+
+    async def create_branch(
+        self, *, key: ThreadKey, owner_id: str, source: Conversation, branch_point_seq: int
+    ) -> Conversation:
+        async with self._tx() as conn:
+            row = await conn.fetchrow(
+                """INSERT INTO conversations
+                   (platform, place, thread, owner_id, status, created_at, branched_from, branch_point_seq)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *""",
+                key.platform,
+                key.place,
+                key.thread,
+                owner_id,
+                Status.ACTIVE.value,
+                self._now(),
+                source.id,
+                branch_point_seq,
+            )
+            assert row is not None
+            new_id = int(row["id"])
+            # Copies carry no platform ids: those name the original posts, which stay with the original.
+            await conn.execute(
+                """INSERT INTO messages (conversation_id, seq, role, blocks, author_id, author_name, platform,
+                       platform_message_id, answered, excluded, redacted, created_at)
+                   SELECT $1, seq, role, blocks, author_id, author_name, platform, NULL, TRUE, excluded, redacted,
+                       created_at
+                   FROM messages WHERE conversation_id = $2 AND seq < $3 ORDER BY seq""",
+                new_id,
+                source.id,
+                branch_point_seq,
+            )
+            await conn.execute(
+                """INSERT INTO warnings (conversation_id, after_seq, behavior, created_at)
+                   SELECT $1, after_seq, behavior, created_at FROM warnings
+                   WHERE conversation_id = $2 AND after_seq < $3 ORDER BY id""",
+                new_id,
+                source.id,
+                branch_point_seq,
+            )
+        return rows.conversation(row)
+
+    async def find_conversation(self, key: ThreadKey) -> Conversation | None:
+        row = await self.pool.fetchrow(
+            "SELECT * FROM conversations WHERE platform = $1 AND place = $2 AND thread = $3",
+            key.platform,
+            key.place,
+            key.thread,
+        )
+        return rows.conversation(row) if row else None
+
+    async def latest_conversation(self, *, platform: str, place: str) -> Conversation | None:
+        row = await self.pool.fetchrow(
+            "SELECT * FROM conversations WHERE platform = $1 AND place = $2 ORDER BY id DESC LIMIT 1",
+            platform,
+            place,
+        )
+        return rows.conversation(row) if row else None
+
+    async def get_conversation(self, conversation_id: int) -> Conversation | None:
+        row = await self.pool.fetchrow("SELECT * FROM conversations WHERE id = $1", conversation_id)
+        return rows.conversation(row) if row else None
+
+    async def end_conversation(
+        self, *, conversation_id: int, reason: EndReason, explanation: str, actor: str
+    ) -> Conversation:
+        row = await self.pool.fetchrow(
+            """UPDATE conversations SET status = $1, ended_reason = $2, ended_explanation = $3, ended_at = $4,
+               ended_by = $5 WHERE id = $6 RETURNING *""",
+            Status.ENDED.value,
+            reason.value,
+            explanation,
+            self._now(),
+            actor,
+            conversation_id,
+        )
+        if row is None:
+            raise KeyError(conversation_id)
+        return rows.conversation(row)
+
+    async def reopen_conversation(self, *, conversation_id: int) -> Conversation:
+        row = await self.pool.fetchrow(
+            """UPDATE conversations SET status = $1, ended_reason = NULL, ended_explanation = NULL,
+               ended_at = NULL, ended_by = NULL WHERE id = $2 RETURNING *""",
+            Status.ACTIVE.value,
+            conversation_id,
+        )
+        if row is None:
+            raise KeyError(conversation_id)
+        return rows.conversation(row)
+
+    async def recent_endings(self, *, limit: int) -> list[Conversation]:
+        found = await self.pool.fetch(
+            "SELECT * FROM conversations WHERE status = $1 ORDER BY ended_at DESC, id DESC LIMIT $2",
+            Status.ENDED.value,
+            limit,
+        )
+        return [rows.conversation(r) for r in found]
+
+    # -- messages ------------------------------------------------------------------------------------
+
+    @staticmethod
+    async def _lock_conversation(conn: Connection, conversation_id: int) -> None:
+        """Serialize appends to one conversation until the transaction ends.
+
+        Must be its own statement: under READ COMMITTED the next statement then takes a fresh snapshot that
+        sees the previous holder's committed messages, so MAX(seq) + 1 is free. NO KEY UPDATE still lets other
+        transactions insert rows referencing the conversation (warnings, confirmations) without waiting."""
+        found = await conn.fetchval("SELECT id FROM conversations WHERE id = $1 FOR NO KEY UPDATE", conversation_id)
+        if found is None:
+            raise KeyError(conversation_id)
+
+    async def _insert_message(self, conn: Connection, message: NewMessage) -> asyncpg.Record | None:
+        return await conn.fetchrow(
+            """INSERT INTO messages (conversation_id, seq, role, blocks, author_id, author_name, platform,
+                   platform_message_id, answered, created_at)
+               SELECT c.id, COALESCE((SELECT MAX(m.seq) FROM messages m WHERE m.conversation_id = c.id), 0) + 1,
+                   $2, $3, $4, $5, c.platform, $6, $7, $8
+               FROM conversations c WHERE c.id = $1
+               ON CONFLICT DO NOTHING RETURNING *""",
+            message.conversation_id,
+            message.role.value,
+            rows.dump_blocks(message.blocks),
+            message.author_id,
+            message.author_name,
+            message.platform_message_id,
+            message.answered,
+            self._now(),
+        )
+
+    async def add_message(self, message: NewMessage) -> StoredMessage | None:
+        async with self._tx() as conn:
+            await self._lock_conversation(conn, message.conversation_id)
+            row = await self._insert_message(conn, message)
+        return rows.message(row) if row else None
+
+    async def messages(self, conversation_id: int) -> list[StoredMessage]:
+        found = await self.pool.fetch("SELECT * FROM messages WHERE conversation_id = $1 ORDER BY seq", conversation_id)
+        return [rows.message(r) for r in found]
+
+    async def find_by_platform_id(self, *, platform: str, platform_message_id: str) -> StoredMessage | None:
+        row = await self.pool.fetchrow(
+            "SELECT * FROM messages WHERE platform = $1 AND platform_message_id = $2",
+            platform,
+            platform_message_id,
+        )
+        return rows.message(row) if row else None
+
+    async def complete_turn(
+        self, *, conversation_id: int, replies: Sequence[NewMessage], answered_up_to_seq: int
+    ) -> list[StoredMessage]:
+        stored = []
+        async with self._tx() as conn:
+            # In id order, so two turns touching the same conversations cannot deadlock.
+            for locked in sorted({conversation_id, *(r.conversation_id for r in replies)}):
+                await self._lock_conversation(conn, locked)
+            for reply in replies:
+                row = await self._insert_message(conn, reply)
+                assert row is not None
+                stored.append(rows.message(row))
+            await conn.execute(
+                "UPDATE messages SET answered = TRUE WHERE conversation_id = $1 AND seq <= $2 AND NOT answered",
+                conversation_id,
+                answered_up_to_seq,
+            )
+        return stored
+
+    async def exclude_message(self, message_id: int) -> None:
+        await self.pool.execute("UPDATE messages SET excluded = TRUE WHERE id = $1", message_id)
+
+    async def mark_answered(self, *, conversation_id: int, up_to_seq: int) -> None:
+        await self.pool.execute(
+            "UPDATE messages SET answered = TRUE WHERE conversation_id = $1 AND seq <= $2 AND NOT answered",
+            conversation_id,
+            up_to_seq,
+        )
+
+    async def unanswered(self, *, older_than: datetime) -> list[StoredMessage]:
+        found = await self.pool.fetch(
+            """SELECT m.* FROM messages m JOIN conversations c ON c.id = m.conversation_id
+               WHERE NOT m.answered AND m.role = 'user' AND m.created_at < $1 AND c.status = $2
+               ORDER BY m.conversation_id, m.seq""",
+            _utc(older_than),
+            Status.ACTIVE.value,
+        )
+        return [rows.message(r) for r in found]
+
+    # -- warnings and confirmations ---------------------------------------------------------------------
+
+    async def add_warning(self, *, conversation_id: int, after_seq: int, behavior: str) -> Warning:
+        row = await self.pool.fetchrow(
+            "INSERT INTO warnings (conversation_id, after_seq, behavior, created_at) "
+            "VALUES ($1, $2, $3, $4) RETURNING *",
+            conversation_id,
+            after_seq,
+            behavior,
+            self._now(),
+        )
+        assert row is not None
+        return rows.warning(row)
+
+    async def warnings(self, conversation_id: int) -> list[Warning]:
+        found = await self.pool.fetch("SELECT * FROM warnings WHERE conversation_id = $1 ORDER BY id", conversation_id)
+        return [rows.warning(r) for r in found]
+
+    async def add_confirmation(self, *, conversation_id: int, owner_id: str, explanation: str) -> PendingConfirmation:
+        row = await self.pool.fetchrow(
+            """INSERT INTO confirmations (conversation_id, owner_id, explanation, created_at)
+               VALUES ($1, $2, $3, $4) RETURNING *""",
+            conversation_id,
+            owner_id,
+            explanation,
+            self._now(),
+        )
+        assert row is not None
+        return rows.confirmation(row)
+
+    async def get_confirmation(self, confirmation_id: int) -> PendingConfirmation | None:
+        row = await self.pool.fetchrow("SELECT * FROM confirmations WHERE id = $1", confirmation_id)
+        return rows.confirmation(row) if row else None
+
+    async def resolve_confirmation(self, confirmation_id: int) -> bool:
+        row = await self.pool.fetchrow(
+            "UPDATE confirmations SET resolved = TRUE WHERE id = $1 AND NOT resolved RETURNING id",
+            confirmation_id,
+        )
+        return row is not None
+
+    # -- audit -----------------------------------------------------------------------------------------
+
+    async def add_event(self, event: AuditEvent) -> None:
+        await self.pool.execute(
+            """INSERT INTO audit_events (kind, conversation_id, actor, reason, detail, created_at)
+               VALUES ($1, $2, $3, $4, $5, $6)""",
+            event.kind,
+            event.conversation_id,
+            event.actor,
+            event.reason,
+            json.dumps(event.detail),
+            _utc(event.created_at or self._clock.now()),
+        )
+
+    async def events(self, *, since: datetime, limit: int = 10_000) -> list[AuditEvent]:
+        found = await self.pool.fetch(
+            "SELECT * FROM audit_events WHERE created_at >= $1 ORDER BY created_at, id LIMIT $2",
+            _utc(since),
+            limit,
+        )
+        return [rows.audit_event(r) for r in found]
+
+    async def count_events(self, *, since: datetime) -> dict[str, int]:
+        found = await self.pool.fetch(
+            "SELECT kind, COUNT(*) AS n FROM audit_events WHERE created_at >= $1 GROUP BY kind",
+            _utc(since),
+        )
+        return {r["kind"]: int(r["n"]) for r in found}
+
+    # -- deduplication, leases, usage ---------------------------------------------------------------------
+
+    async def claim_event(self, *, source: str, event_id: str) -> bool:
+        async with self._tx() as conn:
+            # SKIP LOCKED: instances pruning at the same moment split the old rows instead of queueing.
+            await conn.execute(
+                """DELETE FROM seen_events WHERE (source, event_id) IN (
+                       SELECT source, event_id FROM seen_events
+                       WHERE seen_at < now() - make_interval(secs => $1) FOR UPDATE SKIP LOCKED)""",
+                float(SEEN_EVENT_SECONDS),
+            )
+            row = await conn.fetchrow(
+                """INSERT INTO seen_events (source, event_id, seen_at) VALUES ($1, $2, now())
+                   ON CONFLICT DO NOTHING RETURNING event_id""",
+                source,
+                event_id,
+            )
+        return row is not None
+
+    async def acquire_lease(self, *, name: str, holder: str, ttl_seconds: float) -> bool:
+        # clock_timestamp(), not now(): the current moment, not the transaction's start.
+        row = await self.pool.fetchrow(
+            """INSERT INTO leases (name, holder, expires_at)
+               VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3))
+               ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+               WHERE leases.expires_at < clock_timestamp() OR leases.holder = excluded.holder
+               RETURNING holder""",
+            name,
+            holder,
+            float(ttl_seconds),
+        )
+        return row is not None
+
+    async def release_lease(self, *, name: str, holder: str) -> None:
+        await self.pool.execute("DELETE FROM leases WHERE name = $1 AND holder = $2", name, holder)
+
+    async def add_usage(self, *, scope: str, day: str, tokens: int) -> int:
+        total = await self.pool.fetchval(
+            """INSERT INTO usage (scope, day, tokens) VALUES ($1, $2, $3)
+               ON CONFLICT (scope, day) DO UPDATE SET tokens = usage.tokens + excluded.tokens
+               RETURNING tokens""",
+            scope,
+            day,
+            tokens,
+        )
+        return int(total) if total is not None else 0
+
+    async def usage(self, *, scope: str, day: str) -> int:
+        total = await self.pool.fetchval("SELECT tokens FROM usage WHERE scope = $1 AND day = $2", scope, day)
+        return int(total) if total is not None else 0
+
+    # -- privacy -------------------------------------------------------------------------------------
+
+    async def forget_user(self, *, platform: str, user_id: str) -> int:
+        """Delete the user's own conversations and redact what they wrote elsewhere."""
+        async with self._tx() as conn:
+            count = int(
+                await conn.fetchval(
+                    "SELECT COUNT(*) FROM messages WHERE platform = $1 AND author_id = $2", platform, user_id
+                )
+            )
+            await conn.execute("DELETE FROM conversations WHERE platform = $1 AND owner_id = $2", platform, user_id)
+            remaining = await conn.fetch(
+                "SELECT id, blocks FROM messages WHERE platform = $1 AND author_id = $2 FOR UPDATE",
+                platform,
+                user_id,
+            )
+            await conn.executemany(
+                "UPDATE messages SET blocks = $1, author_id = NULL, author_name = NULL, redacted = TRUE WHERE id = $2",
+                [(rows.redact_blocks(tuple(rows.load_json(r["blocks"]))), r["id"]) for r in remaining],
+            )
+            await conn.execute(
+                "UPDATE confirmations SET owner_id = '' WHERE owner_id = $1 AND conversation_id IN "
+                "(SELECT id FROM conversations WHERE platform = $2)",
+                user_id,
+                platform,
+            )
+            await conn.execute(
+                "UPDATE audit_events SET actor = 'user:forgotten' WHERE actor IN ($1, $2)",
+                f"user:{user_id}",
+                f"moderator:{user_id}",
+            )
+        return count
+
+    async def purge_text(self, *, older_than: datetime) -> int:
+        cutoff = _utc(older_than)
+        async with self._tx() as conn:
+            # Conversations before messages: the same lock order as appending, so the two cannot deadlock.
+            await conn.execute(
+                "UPDATE conversations SET ended_explanation = $1 WHERE ended_at < $2 AND ended_explanation IS NOT NULL",
+                rows.REDACTED_TEXT,
+                cutoff,
+            )
+            old = await conn.fetch(
+                "SELECT id, blocks FROM messages WHERE NOT redacted AND created_at < $1 FOR UPDATE", cutoff
+            )
+            await conn.executemany(
+                "UPDATE messages SET blocks = $1, redacted = TRUE WHERE id = $2",
+                [(rows.redact_blocks(tuple(rows.load_json(r["blocks"]))), r["id"]) for r in old],
+            )
+        return len(old)
