@@ -7,7 +7,8 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from bots.environment import BadEnvironmentError, Environment
 from bots.logging_setup import configure_logging
@@ -71,7 +72,7 @@ def _terminal_logging(env: Environment) -> None:
     configure_logging(level="WARNING", fmt="text", secrets=env.secrets(), stream=sys.stderr)
 
 
-Command = Callable[[Environment, Settings], Awaitable[int]]
+Command = Callable[[Environment, Settings], Coroutine[Any, Any, int]]
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -25,17 +25,18 @@ class SecretScrubber(logging.Filter):
         if not self._secrets:
             return True
         message = record.getMessage()
-        scrubbed = message
-        for secret in self._secrets:
-            scrubbed = scrubbed.replace(secret, REDACTED)
+        scrubbed = self.scrub(message)
         if scrubbed != message:
             record.msg, record.args = scrubbed, None
         for key, value in list(record.__dict__.items()):
-            if isinstance(value, str) and any(s in value for s in self._secrets):
-                for secret in self._secrets:
-                    value = value.replace(secret, REDACTED)
-                setattr(record, key, value)
+            if isinstance(value, str):
+                setattr(record, key, self.scrub(value))
         return True
+
+    def scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return text
 
 
 def configure_logging(*, level: str, fmt: str, secrets: Iterable[str], stream: TextIO | None = None) -> None:

@@ -15,6 +15,7 @@ from core.service import ConversationService
 from core.settings import Settings
 from core.storage.factory import open_store
 from core.thread_locks import ThreadLocks
+from core.work_tracker import WorkTracker
 
 # Margin on top of the longest model call, so a lease never expires under a live reply.
 LEASE_MARGIN_SECONDS = 30.0
@@ -29,6 +30,7 @@ class Runtime:
     clock: Clock
     metrics: Metrics
     locks: ThreadLocks
+    work: WorkTracker
 
 
 def build_model_client(env: Environment, settings: Settings) -> ClaudeClient:
@@ -72,7 +74,7 @@ async def open_runtime(
             service, locks = build_service(
                 store=store, model=model, settings=settings, clock=clock, metrics=used_metrics
             )
-            yield Runtime(env, settings, store, service, clock, used_metrics, locks)
+            yield Runtime(env, settings, store, service, clock, used_metrics, locks, WorkTracker())
         finally:
             await store.close()
     finally:

@@ -57,6 +57,19 @@ from core.thread_locks import LeaseTimeoutError, ThreadLocks
 log = logging.getLogger(__name__)
 
 MODEL_ACTOR = "model"
+# Audit kinds whose reason is a short code (safe as a metrics label); others carry free text.
+CODED_REASONS = frozenset(
+    {
+        AuditKind.WARNING_REFUSED,
+        AuditKind.WARNING_RECORDED,
+        AuditKind.ENDING_REFUSED,
+        AuditKind.ENDING_APPROVED,
+        AuditKind.CONFIRMATION_REQUESTED,
+        AuditKind.RISK_GUARD_FIRED,
+        AuditKind.FEEDBACK,
+        AuditKind.BUDGET_REACHED,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +95,27 @@ class ConversationStatus:
     conversation: Conversation
     user_messages: int
     warnings: int
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """What moderators see at a glance: counts by audit kind, recent endings and notable events."""
+
+    days: int
+    counts: dict[str, int]
+    recent_endings: list[Conversation]
+    recent_events: list[AuditEvent]
+
+
+NOTABLE_EVENTS = frozenset(
+    {
+        AuditKind.ENDING_REFUSED.value,
+        AuditKind.RISK_GUARD_FIRED.value,
+        AuditKind.FEEDBACK.value,
+        AuditKind.MODERATOR_END.value,
+        AuditKind.MODERATOR_REOPEN.value,
+    }
+)
 
 
 @dataclass
@@ -613,6 +647,16 @@ class ConversationService:
         since = self._clock.now() - timedelta(days=days)
         return await self._store.count_events(since=since)
 
+    async def overview(self, *, days: int = 7, limit: int = 10) -> Overview:
+        since = self._clock.now() - timedelta(days=days)
+        events = [e for e in await self._store.events(since=since) if e.kind in NOTABLE_EVENTS]
+        return Overview(
+            days=days,
+            counts=await self._store.count_events(since=since),
+            recent_endings=await self._store.recent_endings(limit=limit),
+            recent_events=events[-limit:][::-1],
+        )
+
     async def _audit(
         self, kind: AuditKind, conversation_id: int | None, actor: str, reason: str = "", **detail: object
     ) -> None:
@@ -626,5 +670,5 @@ class ConversationService:
                 created_at=self._clock.now(),
             )
         )
-        self._metrics.observe_event(kind.value, reason)
+        self._metrics.observe_event(kind.value, reason if kind in CODED_REASONS else "")
         log.info("audit", extra={"event": kind.value, "conversation": conversation_id, "reason": reason})

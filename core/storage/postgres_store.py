@@ -18,6 +18,7 @@ import urllib.parse
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -38,7 +39,8 @@ from core.storage import rows
 from core.storage.errors import StoreUnavailableError
 from core.storage.factory import redact_url
 
-Connection = PoolConnectionProxy[asyncpg.Record]
+# The stubs make the proxy generic; the runtime class is not subscriptable, hence the string.
+Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 
 # Message blocks stay TEXT holding rows.dump_blocks output: JSONB would reorder keys and break the
 # byte-identical replay prompt caching depends on. Audit detail stays TEXT too, so anything SQLite accepts
@@ -389,7 +391,6 @@ class PostgresStore:
 
     async def add_message(self, message: NewMessage) -> StoredMessage | None:
         async with self._tx() as conn:
-            await self._lock_conversation(conn, message.conversation_id)
             row = await self._insert_message(conn, message)
         return rows.message(row) if row else None
 

@@ -2486,6 +2486,21 @@ class FakeDiscord:
             message = self._create_message(channel, user_id, body, session_id=session_id)
             return self._gateway_message(message)
 
+    def bot_post(
+        self,
+        channel_id: int,
+        content: str = "",
+        *,
+        components: Sequence[JSON] | None = None,
+        embeds: Sequence[JSON] | None = None,
+    ) -> JSON:
+        """A message by the bot as an *earlier* bot process left it (e.g. a button row before a
+        restart, to test persistent views). Dispatches MESSAGE_CREATE; no permission checks."""
+        with self._lock:
+            body: JSON = {"content": content, "components": list(components or []), "embeds": list(embeds or [])}
+            message = self._create_message(self._channel(channel_id), self.bot_user_id, body)
+            return self._gateway_message(message)
+
     def user_edit(self, channel_id: int, message_id: int, new_content: str, *, session_id: str | None = None) -> JSON:
         """The author edits their message; dispatches MESSAGE_UPDATE (full message, edited_timestamp).
 

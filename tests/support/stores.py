@@ -1,9 +1,13 @@
 """Real stores for tests: SQLite in a temporary directory, PostgreSQL in a fresh schema per test, and a clock
 the test moves by hand.
 
-Pytest finds fixtures through the test module's globals, so import the ones you use by name:
+Pytest finds fixtures through the test module's globals, so import the ones you use. Each is defined as
+`<name>_fixture` with `@pytest.fixture(name="<name>")`, so a test's `store` parameter does not shadow the
+import (ruff F811):
 
-    from tests.support.stores import clock, store, store_opener  # noqa: F401
+    from tests.support.stores import clock_fixture, store_fixture, store_opener_fixture  # noqa: F401
+
+`store` needs `store_opener` and `clock` imported too; `sqlite_store` and `postgres_store` need `clock`.
 
 - `clock`: a `ManualClock` starting at `START`; every store a test opens stamps rows with it.
 - `store`: an open, migrated store, once per backend (test ids `[sqlite]` and `[postgres]`).
@@ -158,29 +162,31 @@ async def opener_for(backend: str, tmp_path: Path, clock: ManualClock) -> AsyncI
 # -- fixtures -------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def clock() -> ManualClock:
+@pytest.fixture(name="clock")
+def clock_fixture() -> ManualClock:
     return ManualClock()
 
 
-@pytest.fixture
-async def sqlite_store(tmp_path: Path, clock: ManualClock) -> AsyncIterator[SqliteStore]:
+@pytest.fixture(name="sqlite_store")
+async def sqlite_store_fixture(tmp_path: Path, clock: ManualClock) -> AsyncIterator[SqliteStore]:
     async with SqliteStore(tmp_path / "lastresort.db", clock=clock) as store:
         yield store
 
 
-@pytest.fixture
-async def postgres_store(clock: ManualClock) -> AsyncIterator[PostgresStore]:
+@pytest.fixture(name="postgres_store")
+async def postgres_store_fixture(clock: ManualClock) -> AsyncIterator[PostgresStore]:
     async with fresh_postgres_schema() as schema, schema.store(clock) as store:
         yield store
 
 
-@pytest.fixture(params=BACKENDS)
-async def store_opener(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock) -> AsyncIterator[StoreOpener]:
+@pytest.fixture(name="store_opener", params=BACKENDS)
+async def store_opener_fixture(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
+) -> AsyncIterator[StoreOpener]:
     async with opener_for(request.param, tmp_path, clock) as opener:
         yield opener
 
 
-@pytest.fixture
-async def store(store_opener: StoreOpener) -> OpenableStore:
+@pytest.fixture(name="store")
+async def store_fixture(store_opener: StoreOpener) -> OpenableStore:
     return await store_opener.open()

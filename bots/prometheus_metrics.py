@@ -1,0 +1,48 @@
+"""The core's `Metrics` port on prometheus-client, with a registry per process (tests build several)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from core.ports import Usage
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class PrometheusMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.messages = Counter("lastresort_messages", "User messages taken in", ["platform"], registry=r)
+        self.model_latency = Histogram(
+            "lastresort_model_latency_seconds",
+            "Time for one complete model reply",
+            buckets=(0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
+        self.tokens = Counter("lastresort_tokens", "Model tokens by kind", ["kind"], registry=r)
+        self.events = Counter(
+            "lastresort_audit_events", "Audit events by kind and reason", ["kind", "reason"], registry=r
+        )
+        self.errors = Counter("lastresort_errors", "Errors by kind", ["kind"], registry=r)
+
+    def observe_message(self, platform: str) -> None:
+        self.messages.labels(platform=platform).inc()
+
+    def observe_model_call(self, seconds: float, usage: Usage) -> None:
+        self.model_latency.observe(seconds)
+        self.tokens.labels(kind="input").inc(usage.input_tokens)
+        self.tokens.labels(kind="output").inc(usage.output_tokens)
+        self.tokens.labels(kind="cache_read").inc(usage.cache_read_input_tokens)
+        self.tokens.labels(kind="cache_write").inc(usage.cache_creation_input_tokens)
+
+    def observe_event(self, kind: str, reason: str) -> None:
+        # Reasons are short codes from the rules (never free text), so label cardinality stays small.
+        self.events.labels(kind=kind, reason=reason[:40]).inc()
+
+    def observe_error(self, kind: str) -> None:
+        self.errors.labels(kind=kind).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,91 @@
+"""`lastresort run` with platform credentials: starts the adapters, serves HTTP, shuts down on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Protocol
+
+from aiohttp import web
+
+from bots.environment import Environment
+from bots.prometheus_metrics import PrometheusMetrics
+from bots.runtime import Runtime, open_runtime
+from bots.web import health_routes
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# A PaaS sends SIGKILL 30 s after SIGTERM: finish within 25 s, leaving margin to close the database.
+DRAIN_SECONDS = 20.0
+DEFAULT_SLACK_PORT = 3000
+
+
+class PlatformAdapter(Protocol):
+    name: str
+
+    def routes(self) -> list[web.RouteDef]: ...
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+def build_adapters(runtime: Runtime) -> list[PlatformAdapter]:
+    adapters: list[PlatformAdapter] = []
+    if runtime.env.slack_enabled:
+        from bots.slack_bot import SlackAdapter
+
+        adapters.append(SlackAdapter(runtime))
+    if runtime.env.discord_enabled:
+        from bots.discord_bot import DiscordAdapter
+
+        adapters.append(DiscordAdapter(runtime))
+    return adapters
+
+
+async def _serve(app: web.Application, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()
+    log.info("listening", extra={"port": port})
+    return runner
+
+
+async def run_adapters(env: Environment, settings: Settings, *, stop: asyncio.Event | None = None) -> int:
+    metrics = PrometheusMetrics()
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with open_runtime(env, settings, metrics=metrics) as runtime:
+        adapters = build_adapters(runtime)
+        app = web.Application()
+        app.add_routes(health_routes(metrics))
+        http_routes = [route for adapter in adapters for route in adapter.routes()]
+        app.add_routes(http_routes)
+        port = env.port if env.port is not None else (DEFAULT_SLACK_PORT if http_routes else None)
+        runner = await _serve(app, port) if port is not None else None
+        try:
+            for adapter in adapters:
+                await adapter.start()
+                log.info("adapter started", extra={"adapter": adapter.name})
+            await stop.wait()
+            log.info("shutting down: no new work, finishing replies in flight")
+            runtime.work.close()
+            finished = await runtime.work.wait_idle(DRAIN_SECONDS)
+            if not finished:
+                log.warning(
+                    "replies still running at shutdown; their leases are released",
+                    extra={"running": runtime.work.running},
+                )
+        finally:
+            for adapter in reversed(adapters):
+                try:
+                    async with asyncio.timeout(3):
+                        await adapter.stop()
+                except Exception:
+                    log.exception("adapter did not stop cleanly", extra={"adapter": adapter.name})
+            if runner is not None:
+                await runner.cleanup()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,52 @@
+"""In-flight work, so a shutdown can stop taking new work and let running replies finish."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+
+class ShuttingDownError(Exception):
+    """New work arrived after shutdown began; the platform should redeliver it to another instance."""
+
+
+class WorkTracker:
+    def __init__(self) -> None:
+        self._running = 0
+        self._closed = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    @asynccontextmanager
+    async def track(self) -> AsyncIterator[None]:
+        if self._closed:
+            raise ShuttingDownError
+        self._running += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._running -= 1
+            if self._running == 0:
+                self._idle.set()
+
+    def close(self) -> None:
+        self._closed = True
+
+    async def wait_idle(self, seconds: float) -> bool:
+        """True if everything finished in time."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
