@@ -8,8 +8,10 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
+from bots import operator_commands
 from bots.environment import BadEnvironmentError, Environment
 from bots.logging_setup import configure_logging
 from bots.runtime import open_runtime
@@ -81,11 +83,54 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="start every adapter whose credentials are set (the terminal chat if none)")
     sub.add_parser("chat", help="talk to the bot in this terminal")
     sub.add_parser("migrate", help="create or upgrade the database schema (safe to run twice)")
+    sub.add_parser("check", help="validate configuration and credentials; say exactly what is missing")
+    stats = sub.add_parser("stats", help="endings, refusals and feedback per day")
+    stats.add_argument("--days", type=_positive, default=14)
+    export = sub.add_parser("export", help="audit events as JSON lines on stdout")
+    export.add_argument("--since", type=_date, required=True, help="YYYY-MM-DD (UTC)")
+    sub.add_parser("purge", help="remove message text older than the retention period now")
     return parser
+
+
+def _positive(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _date(raw: str) -> datetime:
+    try:
+        return datetime.fromisoformat(raw).replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {raw!r}") from exc
+
+
+def _operator_command(args: argparse.Namespace) -> int:
+    try:
+        env = Environment.from_mapping(os.environ)
+    except BadEnvironmentError as exc:
+        print(f"lastresort: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(level="WARNING", fmt="text", secrets=env.secrets(), stream=sys.stderr)
+    if args.command == "check":
+        return asyncio.run(operator_commands.check(env, sys.stdout))
+    try:
+        if args.command == "stats":
+            return asyncio.run(operator_commands.stats(env, sys.stdout, days=args.days))
+        if args.command == "export":
+            return asyncio.run(operator_commands.export(env, sys.stdout, since=args.since))
+        settings = load_settings(env.config_path)
+        return asyncio.run(operator_commands.purge(env, settings, sys.stdout))
+    except (StoreUnavailableError, ConfigError) as exc:
+        print(f"lastresort: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("check", "stats", "export", "purge"):
+        return _operator_command(args)
     commands: dict[str, tuple[Command, bool]] = {
         "run": (_run, True),
         "chat": (_chat, True),

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+from datetime import timedelta
 from typing import Protocol
 
 from aiohttp import web
@@ -20,6 +22,21 @@ log = logging.getLogger(__name__)
 # A PaaS sends SIGKILL 30 s after SIGTERM: finish within 25 s, leaving margin to close the database.
 DRAIN_SECONDS = 20.0
 DEFAULT_SLACK_PORT = 3000
+RETENTION_SWEEP_SECONDS = 3600.0
+
+
+async def retention_sweeps(runtime: Runtime) -> None:
+    """Remove message text past the retention period, hourly, for as long as the process runs."""
+    days = runtime.settings.retention.message_text_days
+    while True:
+        try:
+            removed = await runtime.store.purge_text(older_than=runtime.clock.now() - timedelta(days=days))
+            if removed:
+                log.info("retention purge", extra={"messages": removed, "days": days})
+        except Exception:
+            log.exception("retention purge failed; will retry")
+            runtime.metrics.observe_error("retention")
+        await asyncio.sleep(RETENTION_SWEEP_SECONDS)
 
 
 class PlatformAdapter(Protocol):
@@ -65,6 +82,7 @@ async def run_adapters(env: Environment, settings: Settings, *, stop: asyncio.Ev
         app.add_routes(http_routes)
         port = env.port if env.port is not None else (DEFAULT_SLACK_PORT if http_routes else None)
         runner = await _serve(app, port) if port is not None else None
+        sweeper = asyncio.create_task(retention_sweeps(runtime))
         try:
             for adapter in adapters:
                 await adapter.start()
@@ -79,6 +97,9 @@ async def run_adapters(env: Environment, settings: Settings, *, stop: asyncio.Ev
                     extra={"running": runtime.work.running},
                 )
         finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             for adapter in reversed(adapters):
                 try:
                     async with asyncio.timeout(3):

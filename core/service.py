@@ -211,6 +211,20 @@ class ConversationService:
             return Ignored("gone")
         return await self._answer_locked(conversation, message, on_text, None)
 
+    async def unanswered(self, *, platform: str, older_than_seconds: float) -> list[StoredMessage]:
+        """The newest unanswered message of each conversation on `platform` whose process never answered
+        (it died, or gave up waiting for the thread). Answering it answers the ones before it too."""
+        cutoff = self._clock.now() - timedelta(seconds=older_than_seconds)
+        newest: dict[int, StoredMessage] = {}
+        for message in await self._store.unanswered(older_than=cutoff):
+            newest[message.conversation_id] = message
+        found = []
+        for message in newest.values():
+            conversation = await self._store.get_conversation(message.conversation_id)
+            if conversation is not None and conversation.key.platform == platform:
+                found.append(message)
+        return found
+
     async def _answer_locked(
         self,
         conversation: Conversation,
@@ -314,6 +328,8 @@ class ConversationService:
             except ModelUnavailableError as exc:
                 self._metrics.observe_error("model_unavailable")
                 await self._audit(AuditKind.MODEL_ERROR, conversation_id, MODEL_ACTOR, str(exc)[:200])
+                # The user is told; the message stays in the history and goes with their next one.
+                await self._store.mark_answered(conversation_id=conversation_id, up_to_seq=answered_up_to)
                 return ModelUnavailable(conversation, self._settings.notices.model_unavailable)
             self._metrics.observe_model_call(time.monotonic() - started, reply.usage)
             await self._record_usage(conversation, reply, budget_scope)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from core.domain import ThreadKey
 from core.ports import LeaseStore
+
+log = logging.getLogger(__name__)
 
 LEASE_POLL_SECONDS = 0.05
 
@@ -24,8 +28,8 @@ def lease_name(key: ThreadKey) -> str:
 class ThreadLocks:
     """Two messages of one thread never run at once; different threads run concurrently.
 
-    The lease outlives the longest model call (`ttl_seconds`) and expires if its holder dies, so a crash
-    never wedges a thread.
+    The lease is short and renewed while its holder works, so it outlives any model call yet expires
+    soon after a holder dies: a crash never wedges a thread for long.
     """
 
     def __init__(self, leases: LeaseStore, *, ttl_seconds: float, wait_seconds: float) -> None:
@@ -48,9 +52,13 @@ class ThreadLocks:
         try:
             async with lock:
                 await self._acquire_lease(name)
+                renewer = asyncio.create_task(self._renew(name))
                 try:
                     yield
                 finally:
+                    renewer.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await renewer
                     await asyncio.shield(self._leases.release_lease(name=name, holder=self._holder))
         finally:
             self._waiters[name] -= 1
@@ -66,3 +74,14 @@ class ThreadLocks:
             if loop.time() >= deadline:
                 raise LeaseTimeoutError(name)
             await asyncio.sleep(LEASE_POLL_SECONDS)
+
+    async def _renew(self, name: str) -> None:
+        while True:
+            await asyncio.sleep(self._ttl / 3)
+            try:
+                renewed = await self._leases.acquire_lease(name=name, holder=self._holder, ttl_seconds=self._ttl)
+            except Exception:
+                log.warning("lease renewal failed; retrying", extra={"lease": name}, exc_info=True)
+                continue
+            if not renewed:
+                log.warning("lease was taken over while held", extra={"lease": name})

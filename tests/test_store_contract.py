@@ -37,6 +37,7 @@ from tests.support.stores import (
     clock_fixture,  # noqa: F401
     fresh_postgres_schema,
     opener_for,
+    postgres_store_fixture,  # noqa: F401
     store_fixture,  # noqa: F401
     store_opener_fixture,  # noqa: F401
 )
@@ -495,6 +496,25 @@ async def test_claim_event_once_across_instances(store: OpenableStore, store_ope
     assert sorted(results) == [False] * 5 + [True]
 
 
+async def test_claim_event_forgets_after_a_day(store: OpenableStore, store_opener: StoreOpener) -> None:
+    for event_id in ("old", "recent"):
+        assert await store.claim_event(source="slack", event_id=event_id) is True
+    # Age the entries behind the store's back: seen-event times are real time, not the injected clock.
+    if store_opener.backend == "sqlite":
+        await store_opener.execute("UPDATE seen_events SET seen_at = seen_at - 25 * 3600 WHERE event_id = 'old'")
+        await store_opener.execute("UPDATE seen_events SET seen_at = seen_at - 23 * 3600 WHERE event_id = 'recent'")
+    else:
+        await store_opener.execute(
+            "UPDATE seen_events SET seen_at = seen_at - interval '25 hours' WHERE event_id = 'old'"
+        )
+        await store_opener.execute(
+            "UPDATE seen_events SET seen_at = seen_at - interval '23 hours' WHERE event_id = 'recent'"
+        )
+    assert await store.claim_event(source="slack", event_id="recent") is False
+    assert await store.claim_event(source="slack", event_id="old") is True
+    assert await store.claim_event(source="slack", event_id="old") is False
+
+
 async def test_leases(store: OpenableStore, store_opener: StoreOpener) -> None:
     second = await store_opener.open()
     assert await store.acquire_lease(name="retention", holder="a", ttl_seconds=60) is True
@@ -520,6 +540,17 @@ async def test_leases_ignore_the_injected_clock(store: OpenableStore, clock: Man
     assert await store.acquire_lease(name="job", holder="a", ttl_seconds=60) is True
     clock.advance(days=365)
     assert await store.acquire_lease(name="job", holder="b", ttl_seconds=60) is False
+
+
+async def test_postgres_leases_use_the_database_clock(
+    postgres_store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An instance whose clock runs an hour behind must not hand out leases that are already expired."""
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() - 3600)
+    assert await postgres_store.acquire_lease(name="job", holder="slow-clock", ttl_seconds=60) is True
+    monkeypatch.setattr(time, "time", real_time)
+    assert await postgres_store.acquire_lease(name="job", holder="other", ttl_seconds=60) is False
 
 
 async def test_concurrent_lease_has_one_winner(store: OpenableStore, store_opener: StoreOpener) -> None:
@@ -734,6 +765,7 @@ def _chain(exc: BaseException) -> str:
         "postgresql://postgres@127.0.0.1:1/test?password=hunter2-secret",
         "postgresql://postgres:hunter2-secret@127.0.0.1:5432/no_such_database_here",
     ],
+    ids=["refused", "percent-encoded", "password-in-query", "no-such-database"],
 )
 async def test_unreachable_postgres_is_unavailable_without_the_password(url: str, clock: ManualClock) -> None:
     started = time.monotonic()

@@ -391,6 +391,7 @@ class PostgresStore:
 
     async def add_message(self, message: NewMessage) -> StoredMessage | None:
         async with self._tx() as conn:
+            await self._lock_conversation(conn, message.conversation_id)
             row = await self._insert_message(conn, message)
         return rows.message(row) if row else None
 

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -108,10 +109,17 @@ async def fresh_postgres_schema(url: str = POSTGRES_URL) -> AsyncIterator[Postgr
 class StoreOpener:
     """Opens instances of one backend on one database: each instance is what another process would see."""
 
-    def __init__(self, backend: str, make: Callable[[], OpenableStore]) -> None:
+    def __init__(
+        self, backend: str, make: Callable[[], OpenableStore], execute: Callable[[str], Awaitable[None]]
+    ) -> None:
         self.backend = backend
         self._make = make
+        self._execute = execute
         self._opened: list[OpenableStore] = []
+
+    async def execute(self, sql: str) -> None:
+        """Run SQL on the database behind the stores' backs (to age rows, say); the dialect is the backend's."""
+        await self._execute(sql)
 
     async def open(self, *, migrate: bool = True) -> OpenableStore:
         store = self._make()
@@ -129,7 +137,12 @@ class StoreOpener:
 
 @asynccontextmanager
 async def sqlite_opener(path: Path, clock: ManualClock) -> AsyncIterator[StoreOpener]:
-    opener = StoreOpener("sqlite", lambda: SqliteStore(path, clock=clock))
+    async def execute(sql: str) -> None:
+        with sqlite3.connect(path) as db:
+            db.execute(sql)
+        db.close()
+
+    opener = StoreOpener("sqlite", lambda: SqliteStore(path, clock=clock), execute)
     try:
         yield opener
     finally:
@@ -139,7 +152,15 @@ async def sqlite_opener(path: Path, clock: ManualClock) -> AsyncIterator[StoreOp
 @asynccontextmanager
 async def postgres_opener(clock: ManualClock) -> AsyncIterator[StoreOpener]:
     async with fresh_postgres_schema() as schema:
-        opener = StoreOpener("postgres", lambda: schema.store(clock))
+
+        async def execute(sql: str) -> None:
+            conn = await schema.admin()
+            try:
+                await conn.execute(sql)
+            finally:
+                await conn.close()
+
+        opener = StoreOpener("postgres", lambda: schema.store(clock), execute)
         try:
             yield opener
         finally:
