@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,6 +51,15 @@ async def _chat(env: Environment, settings: Settings) -> int:
         return await TerminalChat(runtime.service).run()
 
 
+def _limit_adapters(env: Environment, chosen: frozenset[str] | None) -> Environment:
+    """`--adapters slack` runs only Slack even when Discord's token is set too (and vice versa)."""
+    if chosen is not None and "slack" not in chosen:
+        env = replace(env, slack_bot_token=None, slack_signing_secret=None, slack_app_token=None)
+    if chosen is not None and "discord" not in chosen:
+        env = replace(env, discord_token=None)
+    return env
+
+
 async def _run(env: Environment, settings: Settings) -> int:
     from bots.supervisor import run_adapters
 
@@ -80,7 +90,13 @@ Command = Callable[[Environment, Settings], Coroutine[Any, Any, int]]
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lastresort", description="Claude in Slack and Discord threads.")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="start every adapter whose credentials are set (the terminal chat if none)")
+    run = sub.add_parser("run", help="start every adapter whose credentials are set (the terminal chat if none)")
+    run.add_argument(
+        "--adapters",
+        type=_adapter_list,
+        default=None,
+        help="comma-separated subset to start (slack,discord): the Procfile's web and worker split them",
+    )
     sub.add_parser("chat", help="talk to the bot in this terminal")
     sub.add_parser("migrate", help="create or upgrade the database schema (safe to run twice)")
     sub.add_parser("check", help="validate configuration and credentials; say exactly what is missing")
@@ -90,6 +106,14 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--since", type=_date, required=True, help="YYYY-MM-DD (UTC)")
     sub.add_parser("purge", help="remove message text older than the retention period now")
     return parser
+
+
+def _adapter_list(raw: str) -> frozenset[str]:
+    chosen = frozenset(part.strip() for part in raw.split(",") if part.strip())
+    unknown = chosen - {"slack", "discord"}
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"choose from slack, discord (got {raw!r})")
+    return chosen
 
 
 def _positive(raw: str) -> int:
@@ -142,6 +166,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageProblem as exc:
         print(f"lastresort: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.command == "run":
+        env = _limit_adapters(env, args.adapters)
+        if args.adapters is not None and not (env.slack_enabled or env.discord_enabled):
+            print(f"lastresort: no credentials set for {', '.join(sorted(args.adapters))}", file=sys.stderr)
+            return EXIT_CONFIG
     if args.command == "chat" or (args.command == "run" and not (env.slack_enabled or env.discord_enabled)):
         _terminal_logging(env)
     else:

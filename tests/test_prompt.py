@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import random
 from collections.abc import Iterator, Sequence
@@ -31,9 +32,7 @@ class History:
     def add(self, role: Role, *blocks: JSON, excluded: bool = False) -> History:
         seq = len(self.messages) + 1
         self.messages.append(
-            StoredMessage(
-                id=seq, conversation_id=1, seq=seq, role=role, blocks=tuple(blocks), excluded=excluded
-            )
+            StoredMessage(id=seq, conversation_id=1, seq=seq, role=role, blocks=tuple(blocks), excluded=excluded)
         )
         return self
 
@@ -139,7 +138,7 @@ def assert_valid_conversation(messages: Sequence[JSON]) -> None:
     assert messages, "no messages"
     assert messages[0]["role"] == "user"
     assert messages[-1]["role"] == "user"
-    for before, after in zip(messages, messages[1:], strict=False):
+    for before, after in itertools.pairwise(messages):
         assert before["role"] != after["role"], "two consecutive turns with the same role"
     for i, message in enumerate(messages):
         for block in message["content"]:
@@ -326,7 +325,7 @@ def request_points(history: Sequence[StoredMessage]) -> list[int]:
 
 def consecutive_requests(history: list[StoredMessage]) -> list[tuple[int, int]]:
     points = request_points(history)
-    return list(zip(points, points[1:], strict=False))
+    return list(itertools.pairwise(points))
 
 
 @pytest.mark.parametrize(
@@ -365,7 +364,12 @@ def test_prefix_is_byte_identical_from_turn_to_turn(history: list[StoredMessage]
 def test_request_points_include_the_retry_after_a_tool_result() -> None:
     # The helper above must model the tool-call retry, or the prefix test would skip a real request.
     history = tool_dialogue(3)
-    assert [history[j - 1].blocks[-1]["type"] for j in request_points(history)] == ["text", "text", "tool_result", "text"]
+    assert [history[j - 1].blocks[-1]["type"] for j in request_points(history)] == [
+        "text",
+        "text",
+        "tool_result",
+        "text",
+    ]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -469,7 +473,7 @@ def test_budget_cut_point_moves_rarely_as_the_history_grows(dialogue: Any) -> No
             size = len(previous.messages)
             assert strip_marks(list(request.messages[:size])) == strip_marks(list(previous.messages)), n
         previous = request
-    changes = sum(1 for a, b in zip(cuts, cuts[1:], strict=False) if a != b)
+    changes = sum(1 for a, b in itertools.pairwise(cuts) if a != b)
     distinct = list(dict.fromkeys(cuts))
     assert len(distinct) >= 3, "test setup: the history should have been trimmed several times"
     assert len(distinct) <= turns // 3, f"the cut point moved too often: {distinct}"

@@ -41,7 +41,9 @@ FIRES = [
     pytest.param("I want to kill myself", {SELF_HARM}, id="en-kill-myself"),
     pytest.param("honestly i've been thinking about suicide", {SELF_HARM}, id="en-suicide"),
     pytest.param("I just want to die", {SELF_HARM}, id="en-want-to-die"),
-    pytest.param("everyone would be better off dead without me... i'd be better off dead", {SELF_HARM}, id="en-better-off-dead"),
+    pytest.param(
+        "everyone would be better off dead without me... i'd be better off dead", {SELF_HARM}, id="en-better-off-dead"
+    ),
     pytest.param("I keep cutting myself", {SELF_HARM}, id="en-cutting-myself"),
     pytest.param("thinking about self-harm again", {SELF_HARM}, id="en-self-hyphen-harm"),
     pytest.param("I can't go on like this", {SELF_HARM}, id="en-cant-go-on"),

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,23 +51,22 @@ def key(thread: str = "t1", *, place: str = "C1", platform: str = SLACK) -> Thre
     return ThreadKey(platform, place, thread)
 
 
-def text(conversation_id: int, body: str, **fields: object) -> NewMessage:
+def text(conversation_id: int, body: str, **fields: Any) -> NewMessage:
     """A user message as the service stores it when it arrives: unanswered until its reply is stored."""
-    return NewMessage(
+    message = NewMessage(
         conversation_id=conversation_id,
         role=Role.USER,
         blocks=({"type": "text", "text": body},),
-        **{"author_id": "U1", "author_name": "Ada", "answered": False, **fields},  # type: ignore[arg-type]
+        author_id="U1",
+        author_name="Ada",
+        answered=False,
     )
+    return replace(message, **fields)
 
 
-def reply(conversation_id: int, body: str, **fields: object) -> NewMessage:
-    return NewMessage(
-        conversation_id=conversation_id,
-        role=Role.ASSISTANT,
-        blocks=({"type": "text", "text": body},),
-        **fields,  # type: ignore[arg-type]
-    )
+def reply(conversation_id: int, body: str, **fields: Any) -> NewMessage:
+    message = NewMessage(conversation_id=conversation_id, role=Role.ASSISTANT, blocks=({"type": "text", "text": body},))
+    return replace(message, **fields)
 
 
 async def new_conversation(store: OpenableStore, thread: str = "t1", owner: str = "U1", **where: str) -> Conversation:

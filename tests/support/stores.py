@@ -83,7 +83,7 @@ class PostgresSchema:
     def store(self, clock: ManualClock, **options: Any) -> PostgresStore:
         return PostgresStore(self.url, clock=clock, server_settings=self.server_settings, **options)
 
-    async def admin(self) -> asyncpg.Connection:
+    async def admin(self) -> asyncpg.Connection[asyncpg.Record]:
         """A plain connection with the schema on its search path, for looking behind the store's back."""
         return await asyncpg.connect(self.url, server_settings=self.server_settings)
 

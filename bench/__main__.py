@@ -1,0 +1,18 @@
+"""Run every benchmark and print one line per measurement."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from bench import core_overhead
+
+
+async def main() -> None:
+    logging.basicConfig(level=logging.WARNING)
+    for line in await core_overhead.run():
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,323 @@
+"""Config is YAML validated at start-up; an invalid file fails fast with the file, the key and the reason."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pydantic
+import pytest
+
+from core.settings import ConfigError, RiskGuardSettings, RuleSettings, Settings, load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO / "config"
+SHIPPED = CONFIG_DIR / "lastresort.yaml"
+SHIPPED_TEXT = SHIPPED.read_text(encoding="utf-8")
+
+
+def write_config(directory: Path, text: str, *, prompt: str | None = None) -> Path:
+    """A config file in `directory`, next to a copy of the shipped system prompt (or `prompt`)."""
+    prompt_text = (CONFIG_DIR / "system_prompt.md").read_text(encoding="utf-8") if prompt is None else prompt
+    (directory / "system_prompt.md").write_text(prompt_text, encoding="utf-8")
+    path = directory / "lastresort.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def replaced(old: str, new: str) -> str:
+    assert old in SHIPPED_TEXT, f"test setup: {old!r} is not in the shipped config"
+    return SHIPPED_TEXT.replace(old, new, 1)
+
+
+def load_error(path: Path) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    return str(info.value)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The shipped configuration
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_shipped_config_loads_with_the_documented_defaults() -> None:
+    settings = load_settings(SHIPPED)
+    assert settings.rules.min_redirects_before_warning == 2
+    assert settings.rules.min_user_turns_after_warning == 1
+    assert settings.risk_guard.window_messages == 10
+    assert settings.risk_guard.support_resources_enabled is True
+    assert {"self_harm", "crisis", "harm_to_others"} <= set(settings.risk_guard.lexicon)
+    assert all(settings.risk_guard.lexicon.values())
+
+
+def test_shipped_config_reads_the_system_prompt_file() -> None:
+    settings = load_settings(SHIPPED)
+    assert settings.system_prompt == (CONFIG_DIR / settings.system_prompt_file).read_text(encoding="utf-8").strip()
+    assert settings.system_prompt
+
+
+def test_code_defaults_are_the_documented_defaults() -> None:
+    # ending-rules.md: "default" values are settings with that default, even when the file leaves them out.
+    rules = RuleSettings()
+    assert rules.min_redirects_before_warning == 2
+    assert rules.min_user_turns_after_warning == 1
+    guard = RiskGuardSettings(lexicon={"x": ("y",)})
+    assert guard.window_messages == 10
+    assert guard.support_resources_enabled is True
+
+
+def test_minimal_file_gets_the_documented_defaults(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "risk_guard:\n  lexicon:\n    self_harm: [suicide]\n")
+    settings = load_settings(path)
+    assert settings.rules == RuleSettings()
+    assert settings.risk_guard.window_messages == 10
+    assert settings.system_prompt_file == "system_prompt.md"
+
+
+def test_settings_are_frozen() -> None:
+    settings = load_settings(SHIPPED)
+    with pytest.raises(pydantic.ValidationError):
+        settings.rules.min_redirects_before_warning = 0  # type: ignore[misc]
+    assert isinstance(settings, Settings)
+
+
+def test_system_prompt_file_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    path = write_config(tmp_path, SHIPPED_TEXT, prompt="  A custom prompt for this test.\n\n")
+    assert load_settings(path).system_prompt == "A custom prompt for this test."
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Invalid files: the message names the file, the key and the reason
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_yaml_syntax_error_names_the_file_and_line(tmp_path: Path) -> None:
+    text = "rules:\n  min_redirects_before_warning: 2\n    min_user_turns_after_warning: 1\n"
+    path = write_config(tmp_path, text)
+    message = load_error(path)
+    assert str(path) in message
+    assert "line 3" in message
+    assert "not valid YAML" in message
+
+
+def test_yaml_syntax_error_in_the_shipped_file_points_at_the_broken_line(tmp_path: Path) -> None:
+    lines = SHIPPED_TEXT.splitlines()
+    index = next(i for i, line in enumerate(lines) if line.startswith("limits:"))
+    lines[index] = "limits: [unclosed"
+    path = write_config(tmp_path, "\n".join(lines) + "\n")
+    message = load_error(path)
+    assert str(path) in message
+    assert "line " in message
+    reported = int(message.split("line ", 1)[1].split(",", 1)[0])
+    # The parser notices an unclosed flow sequence at or after the line that opens it.
+    assert reported >= index + 1
+
+
+INVALID = [
+    pytest.param(
+        replaced("min_redirects_before_warning: 2", 'min_redirects_before_warning: "two"'),
+        "rules.min_redirects_before_warning",
+        "integer",
+        id="wrong-type-string-for-int",
+    ),
+    pytest.param(
+        replaced("min_redirects_before_warning: 2", "min_redirects_before_warning: -1"),
+        "rules.min_redirects_before_warning",
+        "greater than or equal to 0",
+        id="negative-min-redirects",
+    ),
+    pytest.param(
+        replaced("min_user_turns_after_warning: 1", "min_user_turns_after_warning: 0"),
+        "rules.min_user_turns_after_warning",
+        "greater than or equal to 1",
+        id="zero-user-turns-after-warning",
+    ),
+    pytest.param(
+        replaced("window_messages: 10", "window_messages: 0"),
+        "risk_guard.window_messages",
+        "greater than or equal to 1",
+        id="zero-risk-window",
+    ),
+    pytest.param(
+        replaced("max_output_tokens: 1024", "max_output_tokens: lots"),
+        "model.max_output_tokens",
+        "integer",
+        id="wrong-type-model-tokens",
+    ),
+    pytest.param(
+        replaced("support_resources_enabled: true", "support_resources_enabled: maybe"),
+        "risk_guard.support_resources_enabled",
+        "boolean",
+        id="wrong-type-bool",
+    ),
+    pytest.param(
+        SHIPPED_TEXT + "\nmodle:\n  name: typo\n",
+        "modle",
+        "Extra inputs are not permitted",
+        id="unknown-top-level-key",
+    ),
+    pytest.param(
+        replaced("rules:\n", "rules:\n  min_redirect_before_warning: 3\n"),
+        "rules.min_redirect_before_warning",
+        "Extra inputs are not permitted",
+        id="unknown-nested-key-typo",
+    ),
+    pytest.param(
+        "system_prompt_file: system_prompt.md\nrisk_guard:\n  lexicon:\n    self_harm: []\n    crisis: []\n",
+        "risk_guard.lexicon",
+        "at least one phrase",
+        id="lexicon-with-no-phrases",
+    ),
+    pytest.param(
+        "risk_guard:\n  lexicon:\n    self_harm:\n      - suicide\n      - '   '\n",
+        "risk_guard.lexicon",
+        "empty phrase",
+        id="lexicon-blank-phrase",
+    ),
+    pytest.param(
+        "risk_guard:\n  window_messages: 10\n",
+        "risk_guard.lexicon",
+        "Field required",
+        id="risk-guard-without-lexicon",
+    ),
+    pytest.param(
+        "rules:\n  min_redirects_before_warning: 2\n",
+        "risk_guard",
+        "Field required",
+        id="missing-risk-guard-section",
+    ),
+    pytest.param("", "risk_guard", "Field required", id="empty-file-has-no-risk-guard"),
+    pytest.param("- just\n- a list\n", "(top level)", "mapping", id="top-level-not-a-mapping"),
+    pytest.param(
+        SHIPPED_TEXT + "\nsystem_prompt: inline prompt\n",
+        "system_prompt",
+        "system_prompt_file",
+        id="inline-system-prompt-rejected",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "reason"), INVALID)
+def test_invalid_config_names_file_key_and_reason(tmp_path: Path, text: str, key: str, reason: str) -> None:
+    path = write_config(tmp_path, text)
+    message = load_error(path)
+    assert str(path) in message
+    assert key in message
+    assert reason in message
+
+
+def test_empty_lexicon_mapping_is_refused_by_name(tmp_path: Path) -> None:
+    text = "risk_guard:\n  lexicon: {}\n"
+    message = load_error(write_config(tmp_path, text))
+    assert "risk_guard.lexicon" in message
+    assert "at least one phrase" in message
+
+
+def test_wrong_type_error_names_only_the_bad_key(tmp_path: Path) -> None:
+    path = write_config(tmp_path, replaced("min_redirects_before_warning: 2", 'min_redirects_before_warning: "two"'))
+    message = load_error(path)
+    assert "min_user_turns_after_warning" not in message
+    assert "model." not in message
+
+
+def test_missing_system_prompt_file_names_the_setting(tmp_path: Path) -> None:
+    path = write_config(tmp_path, replaced("system_prompt_file: system_prompt.md", "system_prompt_file: nowhere.md"))
+    message = load_error(path)
+    assert str(path) in message
+    assert "system_prompt_file" in message
+    assert "nowhere.md" in message
+
+
+def test_blank_system_prompt_file_is_refused(tmp_path: Path) -> None:
+    path = write_config(tmp_path, SHIPPED_TEXT, prompt="  \n\n ")
+    message = load_error(path)
+    assert "system_prompt_file" in message
+    assert "empty" in message
+
+
+def test_missing_config_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+    message = load_error(path)
+    assert str(path) in message
+    assert "cannot read" in message
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The command line: exit status 2 with the file, the key and the reason on stderr
+# --------------------------------------------------------------------------------------------------------------
+
+
+def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "bots.cli", *args],
+        env={**base, **env},
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("command", ["chat", "run", "migrate"])
+def test_cli_broken_config_exits_2_naming_file_and_key(tmp_path: Path, command: str) -> None:
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    path = write_config(config_dir, replaced("min_redirects_before_warning: 2", 'min_redirects_before_warning: "two"'))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    result = run_cli(command, env={"LASTRESORT_CONFIG": str(path), "ANTHROPIC_API_KEY": "x"}, cwd=workdir)
+    assert result.returncode == 2, result.stderr
+    assert str(path) in result.stderr
+    assert "rules.min_redirects_before_warning" in result.stderr
+    assert "Traceback" not in result.stderr
+    # It failed before touching anything: no database file, nothing else.
+    assert list(workdir.iterdir()) == []
+
+
+def test_cli_yaml_syntax_error_exits_2_naming_file_and_line(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "rules:\n  min_redirects_before_warning: 2\n    oops: 1\n")
+    result = run_cli("chat", env={"LASTRESORT_CONFIG": str(path), "ANTHROPIC_API_KEY": "x"}, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert str(path) in result.stderr
+    assert "line 3" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "chat"])
+def test_cli_without_api_key_exits_2_naming_the_variable(tmp_path: Path, command: str) -> None:
+    result = run_cli(command, env={"LASTRESORT_CONFIG": str(SHIPPED)}, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "ANTHROPIC_API_KEY" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_blank_api_key_counts_as_missing(tmp_path: Path) -> None:
+    result = run_cli("run", env={"LASTRESORT_CONFIG": str(SHIPPED), "ANTHROPIC_API_KEY": "   "}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "ANTHROPIC_API_KEY" in result.stderr
+
+
+def test_console_script_reports_a_broken_config(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "lastresort"
+    if not script.exists():
+        pytest.skip("the lastresort console script is not installed in this environment")
+    path = write_config(tmp_path, replaced("min_redirects_before_warning: 2", 'min_redirects_before_warning: "two"'))
+    result = subprocess.run(
+        [str(script), "chat"],
+        env={"PATH": os.environ.get("PATH", ""), "LASTRESORT_CONFIG": str(path), "ANTHROPIC_API_KEY": "x"},
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert str(path) in result.stderr
+    assert "rules.min_redirects_before_warning" in result.stderr
