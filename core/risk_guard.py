@@ -34,7 +34,9 @@ NO_RISK = RiskAssessment(categories=frozenset(), current_message=False)
 def normalize(text: str) -> str:
     """Fold case, compatibility forms and curly apostrophes so 'I’M' matches "i'm"."""
     folded = unicodedata.normalize("NFKC", text).casefold()
-    return folded.replace("\u2019", "'").replace("\u2018", "'")
+    for apostrophe in ("\u2019", "\u2018", "\u02bc", "`"):
+        folded = folded.replace(apostrophe, "'")
+    return folded
 
 
 def _phrase_pattern(phrase: str) -> str:

@@ -132,6 +132,8 @@ def decide_ending(proposal: EndProposal, state: RuleState, rules: RuleSettings) 
             "The user is being asked to confirm that ending is permanent. The conversation continues "
             "unless they confirm; do not say it has ended.",
         )
+    if proposal.reason is not EndReason.PERSISTENT_ABUSE:
+        return _refuse("invalid_reason", 'The model may only end for "persistent_abuse" or "user_requested".')
     if not state.has_warning:
         return _refuse(
             "no_warning",

@@ -29,7 +29,8 @@ class ModelSettings(_Frozen):
 
 
 class RuleSettings(_Frozen):
-    min_redirects_before_warning: int = Field(2, ge=0)
+    # Rule 2: a warning only ever follows attempts to redirect, so at least one.
+    min_redirects_before_warning: int = Field(2, ge=1)
     min_user_turns_after_warning: int = Field(1, ge=1)
 
 

@@ -206,17 +206,19 @@ async def bot_thread_from_mention(bot: LastResortTestBot, fake: FakeDiscord, use
 
 def test_constants_match_discord_py() -> None:
     perms = discord.Permissions
-    assert Perm.MANAGE_THREADS == perms(manage_threads=True).value
-    assert Perm.CREATE_PUBLIC_THREADS == perms(create_public_threads=True).value
-    assert Perm.SEND_MESSAGES_IN_THREADS == perms(send_messages_in_threads=True).value
-    assert Perm.USE_APPLICATION_COMMANDS == perms(use_application_commands=True).value
-    assert Perm.READ_MESSAGE_HISTORY == perms(read_message_history=True).value
-    assert Perm.MANAGE_MESSAGES == perms(manage_messages=True).value
-    assert Intent.MESSAGE_CONTENT == discord.Intents(message_content=True).value
-    assert Intent.GUILD_MESSAGES == discord.Intents(guild_messages=True).value
-    assert Intent.DIRECT_MESSAGES == discord.Intents(dm_messages=True).value
-    assert Intent.GUILD_PRESENCES == discord.Intents(presences=True).value
-    assert bot_intents().value == Intent.GUILDS | Intent.GUILD_MESSAGES | Intent.MESSAGE_CONTENT | Intent.DIRECT_MESSAGES
+    assert perms(manage_threads=True).value == Perm.MANAGE_THREADS
+    assert perms(create_public_threads=True).value == Perm.CREATE_PUBLIC_THREADS
+    assert perms(send_messages_in_threads=True).value == Perm.SEND_MESSAGES_IN_THREADS
+    assert perms(use_application_commands=True).value == Perm.USE_APPLICATION_COMMANDS
+    assert perms(read_message_history=True).value == Perm.READ_MESSAGE_HISTORY
+    assert perms(manage_messages=True).value == Perm.MANAGE_MESSAGES
+    assert discord.Intents(message_content=True).value == Intent.MESSAGE_CONTENT
+    assert discord.Intents(guild_messages=True).value == Intent.GUILD_MESSAGES
+    assert discord.Intents(dm_messages=True).value == Intent.DIRECT_MESSAGES
+    assert discord.Intents(presences=True).value == Intent.GUILD_PRESENCES
+    assert (
+        bot_intents().value == Intent.GUILDS | Intent.GUILD_MESSAGES | Intent.MESSAGE_CONTENT | Intent.DIRECT_MESSAGES
+    )
 
 
 async def test_rest_wire_format(fake: FakeDiscord) -> None:
@@ -669,9 +671,7 @@ async def test_two_sessions_both_receive_events(fake: FakeDiscord, alice: int) -
         posted = fake.user_post(fake.text_channel_id, alice, "hello both", mentions_bot=True)
         await fake.wait_for(lambda: old.received(posted["id"]) and new.received(posted["id"]))
 
-        only_new = fake.user_post(
-            fake.text_channel_id, alice, "just one", session_id=fake.sessions[1].session_id
-        )
+        only_new = fake.user_post(fake.text_channel_id, alice, "just one", session_id=fake.sessions[1].session_id)
         await fake.wait_for(lambda: new.received(only_new["id"]))
         await asyncio.sleep(0.05)
         assert old.received(only_new["id"]) is None
@@ -708,11 +708,14 @@ async def test_clean_shutdown_without_unclosed_warnings(fake: FakeDiscord, caplo
         await asyncio.sleep(0)
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
     assert "Unclosed" not in caplog.text
+    await fake.wait_for(lambda: not fake.sessions[0].connected, what="server saw the close")
     [session] = fake.sessions
-    assert not session.connected
-    # Client.close() asks for close code 1000, but its own reader task wins the race and the frame
-    # on the wire says 4000, so Discord (and the fake) keep the session resumable.
-    assert session.resumable
+    [(session_id, code, by_fake)] = fake.gateway_closes
+    assert (session_id, by_fake) == (session.session_id, False)
+    # Client.close() asks for 1000, but its reader task usually sends 4000 first; only 1000/1001
+    # end a session, so what the fake (like Discord) keeps depends on the code on the wire.
+    assert code in (1000, 4000)
+    assert session.resumable == (code == 4000)
 
 
 async def test_wait_for_times_out(fake: FakeDiscord) -> None:

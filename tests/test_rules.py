@@ -198,7 +198,8 @@ WARNING_THRESHOLDS = [
     pytest.param(RuleSettings(), 1, Verdict.REFUSE, id="default-min2-attempts1-refused"),
     pytest.param(RuleSettings(), 2, Verdict.APPROVE, id="default-min2-attempts2-recorded"),
     pytest.param(RuleSettings(), 3, Verdict.APPROVE, id="default-min2-attempts3-recorded"),
-    pytest.param(RuleSettings(min_redirects_before_warning=0), 0, Verdict.APPROVE, id="custom-min0-attempts0-recorded"),
+    pytest.param(RuleSettings(min_redirects_before_warning=1), 0, Verdict.REFUSE, id="custom-min1-attempts0-refused"),
+    pytest.param(RuleSettings(min_redirects_before_warning=1), 1, Verdict.APPROVE, id="custom-min1-attempts1-recorded"),
     pytest.param(RuleSettings(min_redirects_before_warning=3), 2, Verdict.REFUSE, id="custom-min3-attempts2-refused"),
     pytest.param(RuleSettings(min_redirects_before_warning=3), 3, Verdict.APPROVE, id="custom-min3-attempts3-recorded"),
     pytest.param(RuleSettings(min_redirects_before_warning=5), 4, Verdict.REFUSE, id="custom-min5-attempts4-refused"),
@@ -206,6 +207,11 @@ WARNING_THRESHOLDS = [
         RuleSettings(min_redirects_before_warning=5), 50, Verdict.APPROVE, id="custom-min5-attempts50-recorded"
     ),
 ]
+
+
+def test_rule_a_warning_always_follows_at_least_one_redirect() -> None:
+    with pytest.raises(ValueError, match="min_redirects_before_warning"):
+        RuleSettings(min_redirects_before_warning=0)
 
 
 @pytest.mark.parametrize(("rules", "attempts", "verdict"), WARNING_THRESHOLDS)

@@ -124,10 +124,10 @@ INVALID = [
         id="wrong-type-string-for-int",
     ),
     pytest.param(
-        replaced("min_redirects_before_warning: 2", "min_redirects_before_warning: -1"),
+        replaced("min_redirects_before_warning: 2", "min_redirects_before_warning: 0"),
         "rules.min_redirects_before_warning",
-        "greater than or equal to 0",
-        id="negative-min-redirects",
+        "greater than or equal to 1",
+        id="zero-min-redirects",
     ),
     pytest.param(
         replaced("min_user_turns_after_warning: 1", "min_user_turns_after_warning: 0"),

@@ -6,6 +6,7 @@ Each test runs once per backend (`[sqlite]`, `[postgres]`) on a fresh database; 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from dataclasses import replace
 from datetime import timedelta
@@ -786,12 +787,17 @@ async def test_unreachable_postgres_is_unavailable_without_the_password(url: str
 async def test_unopenable_sqlite_is_unavailable(tmp_path: Path, clock: ManualClock) -> None:
     directory = tmp_path / "a-directory"
     directory.mkdir()
+    threads_before = set(threading.enumerate())
     for path in (directory, Path("/proc/no-such-dir/lastresort.db")):
         with pytest.raises(StoreUnavailableError) as caught:
             await SqliteStore(path, clock=clock).open()
         assert str(path) in str(caught.value)
     with pytest.raises(StoreUnavailableError):
         await open_store(f"sqlite:///{directory}", clock=clock)
+    # After a failed connect aiosqlite stops its worker thread without waiting for it; let it finish while
+    # this test's event loop still runs, or it reports "Event loop is closed" during a later test.
+    for thread in set(threading.enumerate()) - threads_before:
+        await asyncio.to_thread(thread.join, 5)
 
 
 async def test_store_fixture_runs_both_backends(store: OpenableStore, store_opener: StoreOpener) -> None:

@@ -54,6 +54,7 @@ def chat(
         cwd=REPO,
         env=environment,
         timeout=60,
+        check=False,
     )
 
 

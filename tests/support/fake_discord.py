@@ -50,7 +50,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import yarl
 from aiohttp import WSMsgType, web
@@ -417,6 +417,7 @@ class FakeDiscord:
         self._background: set[asyncio.Future[Any]] = set()
         self._gateway_stats = {"connections": 0, "identifies": 0, "resumes": 0, "invalid_sessions": 0}
         self._gateway_received: list[JSON] = []
+        self._gateway_closes: list[tuple[str | None, int | None, bool]] = []
 
         # World.
         self.application_id = self._snowflake()
@@ -581,7 +582,7 @@ class FakeDiscord:
 
     async def wait_for(
         self,
-        predicate: Callable[[], T],
+        predicate: Callable[[], T | Literal[False] | None],
         timeout: float = 5.0,  # noqa: ASYNC109 - the caller's loop must keep running the bot meanwhile
         *,
         what: str = "",
@@ -612,7 +613,9 @@ class FakeDiscord:
             with self._lock:
                 self._async_waiters.remove(waiter)
 
-    def wait_for_blocking(self, predicate: Callable[[], T], timeout: float = 5.0, *, what: str = "") -> T:
+    def wait_for_blocking(
+        self, predicate: Callable[[], T | Literal[False] | None], timeout: float = 5.0, *, what: str = ""
+    ) -> T:
         """Blocking variant of :meth:`wait_for`, for threads without a loop (never call it from the
         loop the bot runs in: it would stop the bot)."""
         deadline = time.monotonic() + timeout
@@ -1125,6 +1128,12 @@ class FakeDiscord:
         with self._lock:
             return copy.deepcopy(self._gateway_received)
 
+    @property
+    def gateway_closes(self) -> list[tuple[str | None, int | None, bool]]:
+        """One entry per ended websocket: (session_id, close code, closed by the fake?)."""
+        with self._lock:
+            return list(self._gateway_closes)
+
     def _connected(self, session_id: str | None) -> list[_Session]:
         return [
             s
@@ -1216,6 +1225,9 @@ class FakeDiscord:
             if conn.pump is not None:
                 conn.pump.cancel()
             with self._lock:
+                self._gateway_closes.append(
+                    (session.session_id if session else None, ws.close_code, conn.server_closing)
+                )
                 if session is not None and session.conn is conn:
                     session.conn = None
                     # A client closing with 1000/1001 ends its session (Discord invalidates it).

@@ -1,0 +1,280 @@
+"""The Slack adapter: a Bolt app that brings Slack events to the core and the core's outcomes to Slack.
+
+HTTP mode (the `web` process): Slack POSTs events, slash commands and button clicks to /slack/events;
+Bolt verifies the signature (forged or stale requests get 401) and acknowledges before our listener runs
+(`process_before_response=False`), so Slack always has its answer within 3 s. Socket Mode (local
+development, a `worker` process) is used instead when SLACK_APP_TOKEN is set.
+
+The listeners here only translate and delegate: conversations (messages, edits), buttons, the slash
+command and the App Home each live in their own module.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from enum import Enum
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
+from slack_bolt.response import BoltResponse
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots.environment import Environment
+from bots.runtime import Runtime
+from bots.slack_buttons import Click, SlackButtons, click_from
+from bots.slack_commands import RESTARTING, SlashCommands
+from bots.slack_conversations import SlackConversations
+from bots.slack_home import SlackHome
+from bots.slack_http import events_handler
+from bots.slack_inbound import user_edit, user_message
+from bots.slack_moderators import SlackModerators
+from bots.slack_render import (
+    ACTION_CONFIRM_END,
+    ACTION_CONFIRM_KEEP,
+    ACTION_FEEDBACK_HELPFUL,
+    ACTION_FEEDBACK_UNHELPFUL,
+    ACTION_NEW_CONVERSATION,
+)
+from bots.slack_replies import DEFAULT_UPDATE_INTERVAL
+from bots.slack_users import UserNames
+from core.work_tracker import ShuttingDownError
+
+log = logging.getLogger(__name__)
+
+# 429s wait for Retry-After and try again; a few tries cover Slack's per-channel limit of about one
+# message a second. 500/503 are retried once: Slack did not apply the call.
+RATE_LIMIT_RETRIES = 4
+SERVER_ERROR_RETRIES = 1
+# Slack rejects the token outright with these; anything else (a network blip) may pass.
+TOKEN_REJECTED = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"})
+FAILED = "Something went wrong, so this may not have worked. Please try again."
+
+
+class Done(Enum):
+    OK = "ok"
+    SHUTTING_DOWN = "shutting_down"
+    FAILED = "failed"
+
+
+def build_web_client(env: Environment) -> AsyncWebClient:
+    if not env.slack_bot_token:
+        raise ValueError("SLACK_BOT_TOKEN is not set")
+    base_url = env.slack_api_url or AsyncWebClient.BASE_URL
+    return AsyncWebClient(
+        token=env.slack_bot_token,
+        # The SDK joins method names onto the base URL, which therefore must end with a slash.
+        base_url=base_url if base_url.endswith("/") else base_url + "/",
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
+            AsyncServerErrorRetryHandler(max_retry_count=SERVER_ERROR_RETRIES),
+        ],
+    )
+
+
+class SlackAdapter:
+    name = "slack"
+
+    def __init__(self, runtime: Runtime, *, update_interval: float = DEFAULT_UPDATE_INTERVAL) -> None:
+        self._runtime = runtime
+        self._env = runtime.env
+        self._client = build_web_client(runtime.env)
+        self._app = AsyncApp(
+            client=self._client,
+            # Socket Mode needs no signing secret (Slack's socket is authenticated); HTTP mode does.
+            signing_secret=runtime.env.slack_signing_secret or "",
+            process_before_response=False,
+            name="lastresort",
+        )
+        service = runtime.service
+        moderators = SlackModerators(self._client, runtime.settings.moderators)
+        self._conversations = SlackConversations(
+            self._client,
+            service=service,
+            store=runtime.store,
+            names=UserNames(self._client),
+            update_interval=update_interval,
+        )
+        self._buttons = SlackButtons(self._client, service=service, conversations=self._conversations)
+        self._commands = SlashCommands(self._client, service=service, moderators=moderators)
+        self._home = SlackHome(
+            self._client, service=service, moderators=moderators, audit=runtime.store, clock=runtime.clock
+        )
+        self._socket: Any = None
+        self._register()
+
+    @property
+    def app(self) -> AsyncApp:
+        return self._app
+
+    @property
+    def socket_mode(self) -> bool:
+        return bool(self._env.slack_app_token)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def routes(self) -> list[web.RouteDef]:
+        return [] if self.socket_mode else [events_handler(self._app)]
+
+    async def start(self) -> None:
+        await self._check_token()
+        if self.socket_mode:
+            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+            self._socket = AsyncSocketModeHandler(self._app, self._env.slack_app_token)
+            await self._socket.connect_async()
+            log.info("slack socket mode connected")
+
+    async def stop(self) -> None:
+        if self._socket is not None:
+            await self._socket.close_async()
+            self._socket = None
+
+    async def _check_token(self) -> None:
+        """Fail at start-up on a token Slack rejects, rather than on the first message."""
+        try:
+            await self._client.auth_test()
+        except SlackApiError as exc:
+            error = str(exc.response.get("error"))
+            if error in TOKEN_REJECTED:
+                raise RuntimeError(f"Slack rejected SLACK_BOT_TOKEN: {error}") from exc
+            log.warning("slack auth.test failed; continuing", extra={"error": error})
+
+    # -- wiring -----------------------------------------------------------------------------------
+
+    def _register(self) -> None:
+        app = self._app
+        app.middleware(self._refuse_while_draining)
+        app.event("app_mention")(self._on_app_mention)
+        # Registered before the plain message listener: Bolt runs the first listener that matches.
+        app.event({"type": "message", "subtype": "message_changed"})(self._on_edit)
+        # Every other message event, subtypes included, so none goes unacknowledged (Bolt answers an
+        # unhandled request with 404, and Slack would redeliver it).
+        app.event("message")(self._on_message)
+        app.event("app_home_opened")(self._on_home_opened)
+        app.command("/lastresort")(self._on_command)
+        app.action(ACTION_CONFIRM_END)(self._on_confirm)
+        app.action(ACTION_CONFIRM_KEEP)(self._on_confirm)
+        app.action(ACTION_FEEDBACK_HELPFUL)(self._on_feedback)
+        app.action(ACTION_FEEDBACK_UNHELPFUL)(self._on_feedback)
+        app.action(ACTION_NEW_CONVERSATION)(self._on_new_conversation)
+
+    async def _refuse_while_draining(self, body: dict[str, Any], next: Callable[[], Awaitable[None]]) -> Any:
+        """During shutdown, take no new work: an unacknowledged event is redelivered by Slack (to the
+        instance that replaces this one); a command or click is told to try again."""
+        if not self._runtime.work.closed:
+            return await next()
+        if body.get("type") == "event_callback":
+            return BoltResponse(status=503, body="")
+        return BoltResponse(status=200, body=RESTARTING)
+
+    async def _run(self, what: str, work: Callable[[], Awaitable[None]]) -> Done:
+        """Run one piece of work counted as in flight, so that shutdown waits for it to finish."""
+        try:
+            async with self._runtime.work.track():
+                await work()
+        except ShuttingDownError:
+            # Acknowledged just as shutdown began (Bolt acks events before the listener runs).
+            log.warning("slack request arrived as shutdown began; not handled", extra={"what": what})
+            return Done.SHUTTING_DOWN
+        except SlackApiError as exc:
+            log.warning("slack api call failed", extra={"what": what, "error": exc.response.get("error")})
+            return Done.FAILED
+        except Exception:
+            log.exception("slack handler failed", extra={"what": what})
+            return Done.FAILED
+        return Done.OK
+
+    # -- events -----------------------------------------------------------------------------------
+
+    async def _on_app_mention(self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext) -> None:
+        await self._message_event(body, event, context, addressed=True)
+
+    async def _on_message(self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext) -> None:
+        await self._message_event(body, event, context, addressed=False)
+
+    async def _message_event(
+        self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext, *, addressed: bool
+    ) -> None:
+        message = user_message(event, context.bot_user_id, addressed=addressed)
+        if message is None:
+            return
+        event_id = str(body.get("event_id") or "")
+        await self._run("message", lambda: self._conversations.on_message(message, event_id=event_id))
+
+    async def _on_edit(self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext) -> None:
+        edit = user_edit(event, context.bot_user_id)
+        if edit is None:
+            return
+        event_id = str(body.get("event_id") or "")
+        await self._run("edit", lambda: self._conversations.on_edit(edit, event_id=event_id))
+
+    async def _on_home_opened(self, event: dict[str, Any]) -> None:
+        user = event.get("user")
+        if event.get("tab", "home") != "home" or not isinstance(user, str):
+            return
+        await self._run("home", lambda: self._home.publish(user))
+
+    # -- slash command and buttons: acknowledge first, answer through response_url ----------------------
+
+    async def _on_command(self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        answer = FAILED
+
+        async def work() -> None:
+            nonlocal answer
+            answer = await self._commands.run(user_id=str(command.get("user_id")), text=str(command.get("text") or ""))
+
+        done = await self._run("command", work)
+        if done is Done.SHUTTING_DOWN:
+            answer = RESTARTING
+        await respond(text=answer, response_type="ephemeral")
+
+    async def _on_button(
+        self,
+        ack: AsyncAck,
+        body: dict[str, Any],
+        action: dict[str, Any],
+        respond: AsyncRespond,
+        handle: Callable[[Click], Awaitable[str | None]],
+    ) -> None:
+        await ack()
+        click = click_from(body, action)
+        if click is None:
+            return
+        answer: str | None = None
+
+        async def work() -> None:
+            nonlocal answer
+            answer = await handle(click)
+
+        done = await self._run(str(action.get("action_id")), work)
+        if done is not Done.OK:
+            answer = RESTARTING if done is Done.SHUTTING_DOWN else FAILED
+        if answer:
+            await respond(text=answer, response_type="ephemeral", replace_original=False)
+
+    async def _on_confirm(
+        self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
+    ) -> None:
+        confirmed = action.get("action_id") == ACTION_CONFIRM_END
+        await self._on_button(ack, body, action, respond, lambda c: self._buttons.confirm(c, confirmed=confirmed))
+
+    async def _on_feedback(
+        self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
+    ) -> None:
+        helpful = action.get("action_id") == ACTION_FEEDBACK_HELPFUL
+        await self._on_button(ack, body, action, respond, lambda c: self._buttons.feedback(c, helpful=helpful))
+
+    async def _on_new_conversation(
+        self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
+    ) -> None:
+        await self._on_button(ack, body, action, respond, self._buttons.new_conversation)

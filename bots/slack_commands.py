@@ -1,0 +1,158 @@
+"""`/lastresort`: moderators' status, end, reopen and stats; `forget` and `help` for every member.
+
+Parsing is pure (`parse_command`); `SlashCommands.run` does the work and returns the text to show the
+person who typed the command. Moderator rights are checked on every call.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots.slack_inbound import PLATFORM, ThreadRef, parse_thread_link
+from bots.slack_moderators import SlackModerators
+from bots.slack_render import REOPENED_NOTE, SlackPost, notice_post, short_notice
+from bots.slack_replies import post
+from core.service import ConversationService
+
+log = logging.getLogger(__name__)
+
+STATS_DAYS = 7
+MODERATOR_COMMANDS = frozenset({"status", "end", "reopen", "stats"})
+THREAD_COMMANDS = frozenset({"status", "end", "reopen"})
+MEMBER_COMMANDS = frozenset({"help", "forget"})
+HELP = (
+    "*Last Resort commands*\n"
+    "• `/lastresort forget` — delete everything you wrote to me, and the conversations you started.\n"
+    "• `/lastresort help` — this list.\n"
+    "*For moderators*\n"
+    "• `/lastresort status <thread link>` — state, owner, messages and warnings of a conversation.\n"
+    "• `/lastresort end <thread link> [reason]` — end a conversation; the reason is shown in the thread.\n"
+    "• `/lastresort reopen <thread link>` — let an ended conversation continue.\n"
+    f"• `/lastresort stats` — what happened in the last {STATS_DAYS} days.\n"
+    "A thread link is what *Copy link* gives for the thread's first message or any reply in it."
+)
+NOT_A_MODERATOR = (
+    "Sorry, `/lastresort {name}` is for Last Resort moderators only, and nothing was changed. "
+    "If you think you should be one, ask a workspace admin."
+)
+NEEDS_LINK = "Please add a thread link: `/lastresort {name} <thread link>` (use *Copy link* on the thread)."
+NO_CONVERSATION = "I have no conversation in that thread."
+RESTARTING = "Last Resort is restarting. Please try again in a moment."
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str  # a known subcommand, or "" for none or an unknown one
+    thread: ThreadRef | None = None
+    rest: str = ""  # what follows the link: the reason of `end`
+    unknown: str = ""  # the word typed when it is not a subcommand
+
+
+def parse_command(text: str) -> Command:
+    words = text.strip().split(maxsplit=2)
+    if not words:
+        return Command("")
+    name = words[0].lower()
+    if name not in MODERATOR_COMMANDS | MEMBER_COMMANDS:
+        return Command("", unknown=words[0])
+    if name not in THREAD_COMMANDS or len(words) < 2:
+        return Command(name)
+    return Command(name, parse_thread_link(words[1]), words[2].strip() if len(words) > 2 else "")
+
+
+def help_text(command: Command) -> str:
+    if command.unknown:
+        return f"I don't know `{command.unknown[:40]}`.\n{HELP}"
+    return HELP
+
+
+class SlashCommands:
+    def __init__(self, client: AsyncWebClient, *, service: ConversationService, moderators: SlackModerators) -> None:
+        self._client = client
+        self._service = service
+        self._moderators = moderators
+
+    async def run(self, *, user_id: str, text: str) -> str:
+        command = parse_command(text)
+        if command.name == "forget":
+            return await self._forget(user_id)
+        if command.name not in MODERATOR_COMMANDS:
+            return help_text(command)
+        if not await self._moderators.is_moderator(user_id):
+            log.info("moderator command refused", extra={"command": command.name})
+            return NOT_A_MODERATOR.format(name=command.name)
+        if command.name == "stats":
+            return await self._stats()
+        if command.thread is None:
+            return NEEDS_LINK.format(name=command.name)
+        if command.name == "status":
+            return await self._status(command.thread)
+        if command.name == "end":
+            return await self._end(command.thread, user_id, command.rest)
+        return await self._reopen(command.thread, user_id)
+
+    async def _forget(self, user_id: str) -> str:
+        removed = await self._service.forget_user(platform=PLATFORM, user_id=user_id)
+        return (
+            f"Done: I deleted {removed} message{'s' if removed != 1 else ''} you wrote, "
+            "and the conversations you started. What you post from now on is stored as usual."
+        )
+
+    async def _stats(self) -> str:
+        counts = await self._service.stats(days=STATS_DAYS)
+        if not counts:
+            return f"Nothing was recorded in the last {STATS_DAYS} days."
+        lines = [f"• {kind.replace('_', ' ')}: *{count}*" for kind, count in sorted(counts.items())]
+        return f"*Last {STATS_DAYS} days*\n" + "\n".join(lines)
+
+    async def _status(self, thread: ThreadRef) -> str:
+        status = await self._service.status(thread.key)
+        if status is None:
+            return NO_CONVERSATION
+        conversation = status.conversation
+        state = "*active*"
+        if conversation.is_ended:
+            reason = conversation.ended_reason.value if conversation.ended_reason else "unknown"
+            state = f"*ended* ({reason}, by {conversation.ended_by or '?'})"
+        return (
+            f"Conversation #{conversation.id} is {state}. Started by <@{conversation.owner_id}>; "
+            f"{status.user_messages} messages from people, {status.warnings} recorded warnings."
+        )
+
+    async def _end(self, thread: ThreadRef, moderator: str, reason: str) -> str:
+        existing = await self._service.find_conversation(thread.key)
+        if existing is None:
+            return NO_CONVERSATION
+        if existing.is_ended:
+            return f"Conversation #{existing.id} has already ended."
+        ended = await self._service.moderator_end(key=thread.key, moderator_id=moderator, reason=reason)
+        if ended is None:
+            return NO_CONVERSATION
+        notice = notice_post(ended.id, self._service.notice_for(ended))
+        if not await self._post_in_thread(thread, notice):
+            return f"Ended conversation #{ended.id}, but I could not post the notice in the thread."
+        return f"Ended conversation #{ended.id}; the notice is in the thread."
+
+    async def _reopen(self, thread: ThreadRef, moderator: str) -> str:
+        existing = await self._service.find_conversation(thread.key)
+        if existing is None:
+            return NO_CONVERSATION
+        if not existing.is_ended:
+            return f"Conversation #{existing.id} is not ended."
+        reopened = await self._service.moderator_reopen(key=thread.key, moderator_id=moderator)
+        if reopened is None:
+            return NO_CONVERSATION
+        await self._post_in_thread(thread, short_notice(REOPENED_NOTE))
+        return f"Reopened conversation #{reopened.id}."
+
+    async def _post_in_thread(self, thread: ThreadRef, message: SlackPost) -> bool:
+        try:
+            await post(self._client, channel=thread.channel, post=message, thread_ts=thread.thread_ts)
+        except SlackApiError as exc:
+            log.warning("cannot post in thread", extra={"error": exc.response.get("error")})
+            return False
+        return True
