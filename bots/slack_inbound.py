@@ -116,8 +116,12 @@ def user_edit(event: dict[str, Any], bot_user_id: str | None) -> SlackEdit | Non
     if not isinstance(changed, dict) or not isinstance(channel, str):
         return None
     edited = changed.get("edited")
-    user, ts = changed.get("user"), changed.get("ts")
-    if not isinstance(edited, dict) or not isinstance(user, str) or not isinstance(ts, str):
+    ts = changed.get("ts")
+    if not isinstance(edited, dict) or not isinstance(ts, str):
+        return None
+    # Whoever made the edit (`edited.user`), which the core compares with the message's author.
+    user = edited.get("user") or changed.get("user")
+    if not isinstance(user, str):
         return None
     if _is_from_a_bot(changed, bot_user_id) or changed.get("text") == previous.get("text"):
         return None
