@@ -105,13 +105,12 @@ def _fitting_prefix(text: str, limit: int) -> int:
 
 
 def _cut_point(text: str, fit: int) -> int:
-    # Prefer a paragraph, then a line, a sentence, a word; never a cut in the first half of the window,
-    # which would make many tiny sections out of one long line.
-    window = text[:fit]
-    for separator in ("\n\n", "\n", ". ", " "):
-        at = window.rfind(separator)
-        if at >= fit // 2 and at > 0:
-            return at + len(separator)
+    """Where to cut so that text[:cut] fits: after a paragraph, a line, a sentence or a word (whitespace
+    right at `fit` counts), and never in the first half, which would make tiny sections of one long line."""
+    for separator, keep in (("\n\n", 0), ("\n", 0), (". ", 1), (" ", 0)):
+        at = text.rfind(separator, 0, fit + 1 - keep)
+        if at > 0 and at >= fit // 2:
+            return at + keep
     return fit
 
 

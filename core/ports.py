@@ -95,9 +95,11 @@ class MessageStore(Protocol):
     async def messages(self, conversation_id: int) -> list[StoredMessage]: ...
     async def find_by_platform_id(self, *, platform: str, platform_message_id: str) -> StoredMessage | None: ...
     async def complete_turn(
-        self, *, conversation_id: int, replies: Sequence[NewMessage], answered_up_to_seq: int
+        self, *, conversation_id: int, replies: Sequence[NewMessage], after_seq: int, answered_up_to_seq: int
     ) -> list[StoredMessage]:
-        """Store a finished model turn and mark the user messages it answered, in one transaction."""
+        """Store a finished model turn right after `after_seq` (the last message the model saw) and mark
+        the user messages it answered, in one transaction. Messages that arrived while the model was
+        answering move after the reply, so the conversation reads in the order it happened."""
         ...
 
     async def exclude_message(self, message_id: int) -> None: ...

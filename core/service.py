@@ -340,9 +340,13 @@ class ConversationService:
             text = "".join(str(b.get("text", "")) for b in reply.blocks if b.get("type") == "text").strip()
             tool_uses = [b for b in reply.blocks if b.get("type") == "tool_use"]
             assistant = NewMessage(conversation_id=conversation_id, role=Role.ASSISTANT, blocks=reply.blocks)
+            seen_up_to = history[-1].seq
             if not tool_uses:
                 await self._store.complete_turn(
-                    conversation_id=conversation_id, replies=[assistant], answered_up_to_seq=answered_up_to
+                    conversation_id=conversation_id,
+                    replies=[assistant],
+                    after_seq=seen_up_to,
+                    answered_up_to_seq=answered_up_to,
                 )
                 return self._final(turn, text)
 
@@ -357,6 +361,7 @@ class ConversationService:
                         blocks=tuple(result for result, _ in results),
                     ),
                 ],
+                after_seq=seen_up_to,
                 answered_up_to_seq=answered_up_to,
             )
             for _, effect in results:
@@ -369,7 +374,9 @@ class ConversationService:
                 # One continuation per user message: the model reads why and answers the user itself.
                 retry_left = False
                 turn.refused = False
-                history = await self._store.messages(conversation_id)
+                # Only what this turn has seen: messages that arrived meanwhile get their own turn.
+                last = stored[-1].seq
+                history = [m for m in await self._store.messages(conversation_id) if m.seq <= last]
                 continue
             return self._final(turn, text)
 

@@ -268,14 +268,19 @@ async def test_complete_turn_stores_replies_and_marks_answered(store: OpenableSt
         NewMessage(conversation_id=conversation.id, role=Role.USER, blocks=(tool_result,)),
         reply(conversation.id, "Please stop.", platform_message_id="bot-1"),
     ]
-    stored = await store.complete_turn(conversation_id=conversation.id, replies=turn, answered_up_to_seq=2)
+    stored = await store.complete_turn(conversation_id=conversation.id, replies=turn, after_seq=2, answered_up_to_seq=2)
 
-    assert [m.seq for m in stored] == [4, 5, 6]
+    # The reply goes right after what the model saw; "three" moves after it, still unanswered.
+    assert [m.seq for m in stored] == [3, 4, 5]
     assert [m.blocks for m in stored] == [t.blocks for t in turn]
     assert stored[2].platform_message_id == "bot-1"
     history = await store.messages(conversation.id)
-    assert history[3:] == stored
-    assert [(m.seq, m.answered) for m in history[:3]] == [(1, True), (2, True), (3, False)]
+    assert history[2:5] == stored
+    assert [(m.seq, m.text, m.answered) for m in (*history[:2], history[5])] == [
+        (1, "one", True),
+        (2, "two", True),
+        (6, "three", False),
+    ]
 
 
 async def test_complete_turn_is_atomic(store: OpenableStore) -> None:
@@ -285,7 +290,7 @@ async def test_complete_turn_is_atomic(store: OpenableStore) -> None:
     # The second reply reuses a stored platform id, so the turn cannot be stored: nothing of it may remain.
     turn = [reply(conversation.id, "partial"), reply(conversation.id, "dupe", platform_message_id="m1")]
     with pytest.raises(Exception):  # noqa: B017 - each backend raises its own driver error
-        await store.complete_turn(conversation_id=conversation.id, replies=turn, answered_up_to_seq=1)
+        await store.complete_turn(conversation_id=conversation.id, replies=turn, after_seq=1, answered_up_to_seq=1)
     assert await store.messages(conversation.id) == before
     assert before[0].answered is False
 

@@ -408,17 +408,41 @@ class PostgresStore:
         return rows.message(row) if row else None
 
     async def complete_turn(
-        self, *, conversation_id: int, replies: Sequence[NewMessage], answered_up_to_seq: int
+        self, *, conversation_id: int, replies: Sequence[NewMessage], after_seq: int, answered_up_to_seq: int
     ) -> list[StoredMessage]:
         stored = []
         async with self._tx() as conn:
             # In id order, so two turns touching the same conversations cannot deadlock.
             for locked in sorted({conversation_id, *(r.conversation_id for r in replies)}):
                 await self._lock_conversation(conn, locked)
-            for reply in replies:
-                row = await self._insert_message(conn, reply)
-                assert row is not None
+            # Park later arrivals on negative seqs (never colliding), slot the reply in, move them back.
+            await conn.execute(
+                "UPDATE messages SET seq = -seq WHERE conversation_id = $1 AND seq > $2", conversation_id, after_seq
+            )
+            for offset, reply in enumerate(replies, start=1):
+                row = await conn.fetchrow(
+                    """INSERT INTO messages (conversation_id, seq, role, blocks, author_id, author_name, platform,
+                           platform_message_id, answered, created_at)
+                       SELECT c.id, $2, $3, $4, $5, $6, c.platform, $7, $8, $9 FROM conversations c WHERE c.id = $1
+                       RETURNING *""",
+                    conversation_id,
+                    after_seq + offset,
+                    reply.role.value,
+                    rows.dump_blocks(reply.blocks),
+                    reply.author_id,
+                    reply.author_name,
+                    reply.platform_message_id,
+                    reply.answered,
+                    self._now(),
+                )
+                if row is None:
+                    raise KeyError(conversation_id)
                 stored.append(rows.message(row))
+            await conn.execute(
+                "UPDATE messages SET seq = -seq + $1 WHERE conversation_id = $2 AND seq < 0",
+                len(replies),
+                conversation_id,
+            )
             await conn.execute(
                 "UPDATE messages SET answered = TRUE WHERE conversation_id = $1 AND seq <= $2 AND NOT answered",
                 conversation_id,

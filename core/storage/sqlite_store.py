@@ -333,14 +333,40 @@ class SqliteStore:
         return rows.message(row) if row else None
 
     async def complete_turn(
-        self, *, conversation_id: int, replies: Sequence[NewMessage], answered_up_to_seq: int
+        self, *, conversation_id: int, replies: Sequence[NewMessage], after_seq: int, answered_up_to_seq: int
     ) -> list[StoredMessage]:
         stored = []
         async with self._tx() as db:
-            for reply in replies:
-                row = await self._insert_message(db, reply)
+            # Park later arrivals on negative seqs (never colliding), slot the reply in, move them back.
+            await db.execute(
+                "UPDATE messages SET seq = -seq WHERE conversation_id = ? AND seq > ?", (conversation_id, after_seq)
+            )
+            for offset, reply in enumerate(replies, start=1):
+                async with db.execute(
+                    """INSERT INTO messages (conversation_id, seq, role, blocks, author_id, author_name, platform,
+                           platform_message_id, answered, created_at)
+                       SELECT ?, ?, ?, ?, ?, ?, platform, ?, ?, ? FROM conversations WHERE id = ?
+                       RETURNING *""",
+                    (
+                        conversation_id,
+                        after_seq + offset,
+                        reply.role.value,
+                        rows.dump_blocks(reply.blocks),
+                        reply.author_id,
+                        reply.author_name,
+                        reply.platform_message_id,
+                        int(reply.answered),
+                        self._now(),
+                        conversation_id,
+                    ),
+                ) as cursor:
+                    row = await cursor.fetchone()
                 assert row is not None
                 stored.append(rows.message(row))
+            await db.execute(
+                "UPDATE messages SET seq = -seq + ? WHERE conversation_id = ? AND seq < 0",
+                (len(replies), conversation_id),
+            )
             await db.execute(
                 "UPDATE messages SET answered = 1 WHERE conversation_id = ? AND seq <= ? AND answered = 0",
                 (conversation_id, answered_up_to_seq),

@@ -39,6 +39,7 @@ Wire facts this fake reproduces (checked against discord.py 2.7.1 and Discord's 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import copy
 import json
@@ -552,7 +553,8 @@ class FakeDiscord:
             conn.server_closing = True
             if not conn.ws.closed:
                 with contextlib.suppress(TimeoutError, ConnectionError):
-                    await asyncio.wait_for(conn.ws.close(code=1001, message=b"shutting down"), 2)
+                    # Short: a client in the loop that called stop() cannot answer the close.
+                    await asyncio.wait_for(conn.ws.close(code=1001, message=b"shutting down"), 0.5)
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -2096,12 +2098,9 @@ class FakeDiscord:
         limit = max(1, min(100, int(req.query.get("limit", 50))))
         ordered = list(self._messages[int(channel["id"])].values())  # oldest first
         if "around" in req.query:
-            around = int(req.query["around"])
-            older = [m for m in ordered if int(m["id"]) <= around]
-            newer = [m for m in ordered if int(m["id"]) > around]
-            half = limit // 2
-            window = older[-(limit - min(half, len(newer))) :] + newer[: min(half, len(newer))]
-            chosen = window[-limit:]
+            pivot = bisect.bisect_left([int(m["id"]) for m in ordered], int(req.query["around"]))
+            start = max(0, pivot - limit // 2)
+            chosen = ordered[start : start + limit]
         elif "after" in req.query:
             after = int(req.query["after"])
             chosen = [m for m in ordered if int(m["id"]) > after][:limit]
