@@ -1,0 +1,176 @@
+"""Operator commands as an operator runs them: the real console script against a real database."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bots.logging_setup import configure_logging
+from bots.operator_commands import daily_rows, render_stats
+from core.domain import AuditEvent, NewMessage, Role, ThreadKey
+from core.storage.sqlite_store import SqliteStore
+from tests.support.stores import ManualClock
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def lastresort(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    base = {"PATH": os.environ.get("PATH", ""), "LASTRESORT_CONFIG": str(REPO / "config" / "lastresort.yaml")}
+    return subprocess.run(
+        [sys.executable, "-m", "bots.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**base, **env},
+        timeout=60,
+        check=False,
+    )
+
+
+def test_check_passes_with_everything_set(tmp_path: Path) -> None:
+    result = lastresort("check", env={"ANTHROPIC_API_KEY": "sk-ant-x", "DATABASE_URL": f"sqlite:///{tmp_path}/a.db"})
+    assert result.returncode == 0, result.stdout
+    assert "BAD" not in result.stdout
+
+
+def test_check_names_a_missing_token_and_a_bad_database_url(tmp_path: Path) -> None:
+    result = lastresort(
+        "check",
+        env={"DATABASE_URL": "postgresql://bot:hunter2secret@127.0.0.1:1/db", "SLACK_BOT_TOKEN": "xoxb-1-2"},
+    )
+    assert result.returncode == 2
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("BAD  ANTHROPIC_API_KEY: missing") for line in lines)
+    assert any(line.startswith("BAD  SLACK_SIGNING_SECRET: missing") for line in lines)
+    assert any(line.startswith("BAD  DATABASE_URL: cannot connect") for line in lines)
+    assert "hunter2secret" not in result.stdout + result.stderr
+
+
+def test_check_rejects_an_unknown_database_scheme() -> None:
+    result = lastresort("check", env={"ANTHROPIC_API_KEY": "k", "DATABASE_URL": "mysql://x@y/z"})
+    assert result.returncode == 2
+    assert "BAD  DATABASE_URL" in result.stdout and "not supported" in result.stdout
+
+
+async def _seed(db: Path, clock: ManualClock) -> None:
+    async with SqliteStore(db, clock=clock) as store:
+        conversation = await store.get_or_create_conversation(key=ThreadKey("slack", "C1", "1.0"), owner_id="U1")
+        await store.add_message(
+            NewMessage(conversation.id, Role.USER, ({"type": "text", "text": "an old secret"},), author_id="U1")
+        )
+        for kind, reason in [
+            ("ending_approved", "persistent_abuse"),
+            ("ending_refused", "no_warning"),
+            ("ending_refused", "risk_guard"),
+            ("feedback", "helpful"),
+            ("feedback", "not_helpful"),
+        ]:
+            await store.add_event(
+                AuditEvent(
+                    kind=kind, conversation_id=conversation.id, actor="model", reason=reason, created_at=clock.now()
+                )
+            )
+        clock.advance(days=40)
+        await store.add_message(
+            NewMessage(conversation.id, Role.USER, ({"type": "text", "text": "a fresh message"},), author_id="U1")
+        )
+
+
+async def test_purge_removes_old_text_and_keeps_the_audit_trail(tmp_path: Path) -> None:
+    db = tmp_path / "ops.db"
+    await _seed(db, ManualClock(datetime.now(UTC) - timedelta(days=40)))
+    result = lastresort("purge", env={"DATABASE_URL": f"sqlite:///{db}"})
+    assert result.returncode == 0, result.stderr
+    assert "Removed the text of 1 messages older than 30 days" in result.stdout
+    async with SqliteStore(db, clock=ManualClock()) as store:
+        conversation = await store.find_conversation(ThreadKey("slack", "C1", "1.0"))
+        assert conversation is not None
+        texts = [m.text for m in await store.messages(conversation.id)]
+        events = await store.events(since=datetime(2000, 1, 1, tzinfo=UTC))
+    assert texts == ["[removed]", "a fresh message"]
+    assert len(events) == 5
+
+
+async def test_export_writes_json_lines_since_a_date(tmp_path: Path) -> None:
+    db = tmp_path / "ops.db"
+    await _seed(db, ManualClock(datetime(2025, 3, 1, tzinfo=UTC)))
+    everything = lastresort("export", "--since", "2025-01-01", env={"DATABASE_URL": f"sqlite:///{db}"})
+    later = lastresort("export", "--since", "2025-03-02", env={"DATABASE_URL": f"sqlite:///{db}"})
+    lines = [json.loads(line) for line in everything.stdout.splitlines()]
+    assert [e["kind"] for e in lines] == [
+        "ending_approved",
+        "ending_refused",
+        "ending_refused",
+        "feedback",
+        "feedback",
+    ]
+    assert all(set(e) == {"id", "time", "kind", "conversation_id", "actor", "reason", "detail"} for e in lines)
+    assert later.stdout == ""
+    bad = lastresort("export", "--since", "last tuesday", env={"DATABASE_URL": f"sqlite:///{db}"})
+    assert bad.returncode == 2 and "not a date" in bad.stderr
+
+
+async def test_stats_prints_a_table_and_a_chart(tmp_path: Path) -> None:
+    db = tmp_path / "ops.db"
+    await _seed(db, ManualClock(datetime.now(UTC) - timedelta(days=40)))
+    async with SqliteStore(db, clock=ManualClock(datetime.now(UTC))) as store:
+        await store.add_event(AuditEvent(kind="ending_approved", conversation_id=None, actor="model", reason="x"))
+    result = lastresort("stats", "--days", "3", env={"DATABASE_URL": f"sqlite:///{db}"})
+    assert result.returncode == 0, result.stderr
+    today = datetime.now(UTC).date().isoformat()
+    [row] = [line for line in result.stdout.splitlines() if line.startswith(today)]
+    assert row.split()[1] == "1" and row.endswith("█" * 30)
+    assert result.stdout.splitlines()[-1].split()[:2] == ["total", "1"]
+
+
+def test_daily_rows_count_each_kind_on_its_day() -> None:
+    day = datetime(2025, 5, 2, 9, tzinfo=UTC)
+    events = [
+        AuditEvent("ending_approved", 1, "model", "persistent_abuse", created_at=day),
+        AuditEvent("moderator_end", 2, "moderator:M", "spam", created_at=day),
+        AuditEvent("warning_refused", 1, "model", "too_few_redirects", created_at=day - timedelta(days=1)),
+        AuditEvent("risk_guard_fired", 1, "model", "self_harm", created_at=day),
+        AuditEvent("feedback", 1, "user:U", "not_helpful", created_at=day),
+        AuditEvent("feedback", 1, "user:U", "helpful", created_at=day - timedelta(days=9)),  # outside the window
+    ]
+    rows = daily_rows(events, today=day.date(), days=2)
+    assert [(r.day.day, r.endings, r.refusals, r.risk, r.helpful, r.not_helpful) for r in rows] == [
+        (1, 0, 1, 0, 0, 0),
+        (2, 2, 0, 1, 0, 1),
+    ]
+    chart = render_stats(rows, width=10)
+    assert "██████████" in chart and "░░░░░" in chart
+
+
+def test_logs_are_json_lines_with_secrets_scrubbed() -> None:
+    stream = io.StringIO()
+    configure_logging(level="INFO", fmt="json", secrets=["xoxb-very-secret-token"], stream=stream)
+    try:
+        logging.getLogger("lastresort.test").info(
+            "calling with %s",
+            "xoxb-very-secret-token",
+            extra={"conversation": 7, "header": "Bearer xoxb-very-secret-token"},
+        )
+    finally:
+        configure_logging(level="WARNING", fmt="text", secrets=[], stream=sys.stderr)
+    [line] = stream.getvalue().splitlines()
+    record = json.loads(line)
+    assert record["message"] == "calling with [secret]"
+    assert record["conversation"] == 7
+    assert record["header"] == "Bearer [secret]"
+    assert record["level"] == "INFO"
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///", "redis://x"])
+def test_migrate_explains_an_unusable_database_url(url: str) -> None:
+    result = lastresort("migrate", env={"DATABASE_URL": url})
+    assert result.returncode == 2
+    assert "DATABASE_URL" in result.stderr and "Traceback" not in result.stderr
