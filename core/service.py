@@ -4,13 +4,11 @@ returns outcomes for the adapters to render. The model proposes; this module dec
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 
+from core.audit import MODEL_ACTOR, Auditor, moderator_actor, user_actor
 from core.domain import (
-    JSON,
     AuditEvent,
     AuditKind,
     Conversation,
@@ -24,52 +22,23 @@ from core.metrics import Metrics, NullMetrics
 from core.outcomes import (
     AlreadyEnded,
     ConfirmationAnswered,
-    ConfirmationRequested,
-    Ended,
     EndingNotice,
     Ignored,
-    ModelRefused,
     ModelUnavailable,
     NotAllowed,
     Outcome,
     Rejected,
-    Reply,
-    WarningGiven,
 )
-from core.ports import Clock, ModelClient, ModelReply, ModelUnavailableError, Store, TextSink
-from core.prompt import build_request, user_text_block
-from core.risk_guard import RiskAssessment, assess, compile_lexicon
+from core.ports import Clock, ModelClient, Store, TextSink
+from core.prompt import user_text_block
 from core.rules import (
-    Decision,
-    EndProposal,
-    InvalidCall,
-    RuleState,
-    Verdict,
-    WarnProposal,
     decide_confirmation,
-    decide_ending,
-    decide_warning,
-    parse_tool_call,
 )
 from core.settings import Settings
 from core.thread_locks import LeaseTimeoutError, ThreadLocks
+from core.turns import TurnRunner
 
 log = logging.getLogger(__name__)
-
-MODEL_ACTOR = "model"
-# Audit kinds whose reason is a short code (safe as a metrics label); others carry free text.
-CODED_REASONS = frozenset(
-    {
-        AuditKind.WARNING_REFUSED,
-        AuditKind.WARNING_RECORDED,
-        AuditKind.ENDING_REFUSED,
-        AuditKind.ENDING_APPROVED,
-        AuditKind.CONFIRMATION_REQUESTED,
-        AuditKind.RISK_GUARD_FIRED,
-        AuditKind.FEEDBACK,
-        AuditKind.BUDGET_REACHED,
-    }
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,25 +87,6 @@ NOTABLE_EVENTS = frozenset(
 )
 
 
-@dataclass
-class _Turn:
-    """Mutable scratch state of one answer; never leaves `_answer`."""
-
-    conversation: Conversation
-    rule_state: RuleState
-    risk: RiskAssessment
-    outcome: Outcome | None = None
-    refused: bool = False
-
-
-def user_actor(user_id: str) -> str:
-    return f"user:{user_id}"
-
-
-def moderator_actor(user_id: str) -> str:
-    return f"moderator:{user_id}"
-
-
 class ConversationService:
     def __init__(
         self,
@@ -154,7 +104,10 @@ class ConversationService:
         self._clock = clock
         self._locks = locks
         self._metrics = metrics or NullMetrics()
-        self._lexicon = compile_lexicon(settings.risk_guard.lexicon)
+        self._auditor = Auditor(store, clock=clock, metrics=self._metrics)
+        self._turns = TurnRunner(
+            store=store, model=model, settings=settings, clock=clock, metrics=self._metrics, auditor=self._auditor
+        )
 
     @property
     def settings(self) -> Settings:
@@ -234,7 +187,7 @@ class ConversationService:
     ) -> Outcome:
         try:
             async with self._locks.hold(conversation.key):
-                return await self._answer(conversation.id, trigger, on_text, budget_scope)
+                return await self._turns.answer(conversation.id, trigger, on_text, budget_scope)
         except LeaseTimeoutError:
             # The message is stored and unanswered: the next answer in this thread includes it.
             log.warning("thread busy; message kept for the next turn", extra={"conversation": conversation.id})
@@ -248,246 +201,14 @@ class ConversationService:
             checks.append((f"place:{message.key.platform}:{message.budget_scope}", budgets.per_channel_daily_tokens))
         for scope, limit in checks:
             if limit and await self._store.usage(scope=scope, day=day) >= limit:
-                await self._audit(AuditKind.BUDGET_REACHED, None, user_actor(message.author_id), scope.split(":")[0])
+                await self._auditor.record(
+                    AuditKind.BUDGET_REACHED, None, user_actor(message.author_id), scope.split(":")[0]
+                )
                 return Rejected("budget", self._settings.notices.budget_reached)
         return None
 
-    async def _record_usage(self, conversation: Conversation, reply: ModelReply, budget_scope: str | None) -> None:
-        budgets = self._settings.budgets
-        tokens = reply.usage.prompt_tokens + reply.usage.output_tokens
-        day = self._clock.now().date().isoformat()
-        if budgets.per_user_daily_tokens:
-            scope = f"user:{conversation.key.platform}:{conversation.owner_id}"
-            await self._store.add_usage(scope=scope, day=day, tokens=tokens)
-        if budgets.per_channel_daily_tokens and budget_scope:
-            scope = f"place:{conversation.key.platform}:{budget_scope}"
-            await self._store.add_usage(scope=scope, day=day, tokens=tokens)
-
-    # -- one answer -------------------------------------------------------------------------------
-
-    def _rule_state(
-        self,
-        conversation: Conversation,
-        history: Sequence[StoredMessage],
-        warning_seqs: Sequence[int],
-        risk: RiskAssessment,
-    ) -> RuleState:
-        last_warning = max(warning_seqs, default=None)
-        turns_since = 0
-        if last_warning is not None:
-            turns_since = sum(1 for m in history if m.is_user_text and m.seq > last_warning)
-        return RuleState(
-            ended=conversation.is_ended,
-            risk_fired=risk.fired,
-            has_warning=last_warning is not None,
-            user_turns_since_warning=turns_since,
-        )
-
-    def _assess(self, history: Sequence[StoredMessage]) -> RiskAssessment:
-        texts = [m.text for m in history if m.is_user_text]
-        return assess(texts, self._lexicon, window=self._settings.risk_guard.window_messages)
-
-    async def _answer(
-        self, conversation_id: int, trigger: StoredMessage, on_text: TextSink | None, budget_scope: str | None
-    ) -> Outcome:
-        conversation = await self._store.get_conversation(conversation_id)
-        if conversation is None:
-            return Ignored("gone")
-        history = await self._store.messages(conversation_id)
-        current = next((m for m in history if m.id == trigger.id), None)
-        if current is None or current.answered:
-            # Answered together with an earlier message while this one waited for the thread.
-            return Ignored("answered_with_earlier")
-        if conversation.is_ended:
-            await self._store.mark_answered(conversation_id=conversation_id, up_to_seq=history[-1].seq)
-            return AlreadyEnded(conversation, self._settings.notices.ended_reply)
-        risk = self._assess(history)
-        if risk.current_message:
-            await self._audit(
-                AuditKind.RISK_GUARD_FIRED, conversation_id, MODEL_ACTOR, ",".join(sorted(risk.categories))
-            )
-        warnings = await self._store.warnings(conversation_id)
-        turn = _Turn(
-            conversation=conversation,
-            rule_state=self._rule_state(conversation, history, [w.after_seq for w in warnings], risk),
-            risk=risk,
-        )
-        answered_up_to = history[-1].seq
-        retry_left = True
-        while True:
-            request = build_request(
-                history,
-                system_prompt=self._settings.system_prompt,
-                model=self._settings.model.name,
-                max_tokens=self._settings.model.max_output_tokens,
-                context_budget_tokens=self._settings.model.context_budget_tokens,
-            )
-            started = time.monotonic()
-            try:
-                reply = await self._model.reply(request, on_text)
-            except ModelUnavailableError as exc:
-                self._metrics.observe_error("model_unavailable")
-                await self._audit(AuditKind.MODEL_ERROR, conversation_id, MODEL_ACTOR, str(exc)[:200])
-                # The user is told; the message stays in the history and goes with their next one.
-                await self._store.mark_answered(conversation_id=conversation_id, up_to_seq=answered_up_to)
-                return ModelUnavailable(conversation, self._settings.notices.model_unavailable)
-            self._metrics.observe_model_call(time.monotonic() - started, reply.usage)
-            await self._record_usage(conversation, reply, budget_scope)
-
-            if reply.stop_reason == "refusal":
-                return await self._handle_refusal(conversation, history, reply)
-
-            text = "".join(str(b.get("text", "")) for b in reply.blocks if b.get("type") == "text").strip()
-            tool_uses = [b for b in reply.blocks if b.get("type") == "tool_use"]
-            assistant = NewMessage(conversation_id=conversation_id, role=Role.ASSISTANT, blocks=reply.blocks)
-            seen_up_to = history[-1].seq
-            if not tool_uses:
-                await self._store.complete_turn(
-                    conversation_id=conversation_id,
-                    replies=[assistant],
-                    after_seq=seen_up_to,
-                    answered_up_to_seq=answered_up_to,
-                )
-                return self._final(turn, text)
-
-            results = [await self._decide(turn, block) for block in tool_uses]
-            stored = await self._store.complete_turn(
-                conversation_id=conversation_id,
-                replies=[
-                    assistant,
-                    NewMessage(
-                        conversation_id=conversation_id,
-                        role=Role.USER,
-                        blocks=tuple(result for result, _ in results),
-                    ),
-                ],
-                after_seq=seen_up_to,
-                answered_up_to_seq=answered_up_to,
-            )
-            for _, effect in results:
-                await self._apply(turn, effect, stored[0].seq, text)
-            if isinstance(turn.outcome, Ended):
-                return turn.outcome
-            # A confirmation request carries its own question; anything else needs words for the user.
-            speechless = not text and not isinstance(turn.outcome, ConfirmationRequested)
-            if (turn.refused or speechless) and retry_left:
-                # One continuation per user message: the model reads why and answers the user itself.
-                retry_left = False
-                turn.refused = False
-                # Only what this turn has seen: messages that arrived meanwhile get their own turn.
-                last = stored[-1].seq
-                history = [m for m in await self._store.messages(conversation_id) if m.seq <= last]
-                continue
-            return self._final(turn, text)
-
-    def _final(self, turn: _Turn, text: str) -> Outcome:
-        if turn.outcome is not None:
-            if isinstance(turn.outcome, WarningGiven | ConfirmationRequested) and text:
-                return replace(turn.outcome, text=text)
-            return turn.outcome
-        support = None
-        if turn.risk.current_message and self._settings.risk_guard.support_resources_enabled:
-            support = self._settings.risk_guard.support_message
-        return Reply(turn.conversation, text or "…", support)
-
-    async def _handle_refusal(
-        self, conversation: Conversation, history: Sequence[StoredMessage], reply: ModelReply
-    ) -> Outcome:
-        # Anthropic's guidance: a refused turn must not be replayed as-is, so drop the messages that led
-        # to it from future requests (they stay stored for moderators) and store no partial reply.
-        unanswered = [m for m in history if m.role is Role.USER and not m.answered and m.is_user_text]
-        for message in unanswered:
-            await self._store.exclude_message(message.id)
-        await self._store.mark_answered(conversation_id=conversation.id, up_to_seq=history[-1].seq)
-        await self._audit(
-            AuditKind.MODEL_REFUSAL,
-            conversation.id,
-            MODEL_ACTOR,
-            "stop_reason=refusal",
-            request_id=reply.request_id,
-        )
-        return ModelRefused(conversation, self._settings.notices.model_refused)
-
-    async def _decide(self, turn: _Turn, block: JSON) -> tuple[JSON, tuple[object, Decision]]:
-        """Judge one tool call; returns its tool_result block and what to do once the turn is stored."""
-        call = parse_tool_call(str(block.get("name", "")), block.get("input"))
-        decision: Decision
-        if isinstance(call, InvalidCall):
-            decision = Decision(Verdict.REFUSE, "invalid_call", f"Invalid tool call: {call.problem}.")
-        elif isinstance(call, WarnProposal):
-            decision = decide_warning(call, turn.rule_state, self._settings.rules)
-            if decision.approved:
-                turn.rule_state = replace(turn.rule_state, has_warning=True, user_turns_since_warning=0)
-        else:
-            decision = decide_ending(call, turn.rule_state, self._settings.rules)
-            if decision.approved:
-                turn.rule_state = replace(turn.rule_state, ended=True)
-        if decision.verdict is Verdict.REFUSE:
-            turn.refused = True
-        result: JSON = {"type": "tool_result", "tool_use_id": block.get("id"), "content": decision.reason}
-        if decision.verdict is Verdict.REFUSE:
-            result["is_error"] = True
-        return result, (call, decision)
-
-    async def _apply(self, turn: _Turn, effect: tuple[object, Decision], assistant_seq: int, text: str) -> None:
-        call, decision = effect
-        conversation = turn.conversation
-        if isinstance(call, InvalidCall):
-            await self._audit(AuditKind.INVALID_TOOL_CALL, conversation.id, MODEL_ACTOR, call.problem, tool=call.tool)
-        elif isinstance(call, WarnProposal):
-            if decision.approved:
-                await self._store.add_warning(
-                    conversation_id=conversation.id, after_seq=assistant_seq, behavior=call.behavior
-                )
-                await self._audit(
-                    AuditKind.WARNING_RECORDED,
-                    conversation.id,
-                    MODEL_ACTOR,
-                    decision.code,
-                    redirect_attempts=call.redirect_attempts,
-                )
-                turn.outcome = WarningGiven(conversation, text, call.behavior)
-            else:
-                await self._audit(AuditKind.WARNING_REFUSED, conversation.id, MODEL_ACTOR, decision.code)
-        elif isinstance(call, EndProposal):
-            if decision.verdict is Verdict.CONFIRM:
-                pending = await self._store.add_confirmation(
-                    conversation_id=conversation.id,
-                    owner_id=conversation.owner_id,
-                    explanation=call.explanation,
-                )
-                await self._audit(AuditKind.CONFIRMATION_REQUESTED, conversation.id, MODEL_ACTOR, call.reason.value)
-                turn.outcome = ConfirmationRequested(
-                    conversation, text, pending.id, self._settings.notices.confirm_question, call.explanation
-                )
-            elif decision.approved:
-                ended = await self._store.end_conversation(
-                    conversation_id=conversation.id,
-                    reason=call.reason,
-                    explanation=call.explanation,
-                    actor=MODEL_ACTOR,
-                )
-                await self._audit(AuditKind.ENDING_APPROVED, conversation.id, MODEL_ACTOR, call.reason.value)
-                turn.conversation = ended
-                turn.outcome = Ended(ended, text, self.notice_for(ended))
-            else:
-                await self._audit(
-                    AuditKind.ENDING_REFUSED,
-                    conversation.id,
-                    MODEL_ACTOR,
-                    decision.code,
-                    proposed=call.reason.value,
-                )
-
     def notice_for(self, conversation: Conversation) -> EndingNotice:
-        notices = self._settings.notices
-        return EndingNotice(
-            reason=conversation.ended_reason or EndReason.MODERATOR,
-            explanation=conversation.ended_explanation or "",
-            ended_by=conversation.ended_by or "",
-            title=notices.ended_title,
-            next_steps=notices.ended_next_steps,
-        )
+        return self._turns.notice_for(conversation)
 
     # -- confirmation of user_requested endings ----------------------------------------------------
 
@@ -507,9 +228,9 @@ class ConversationService:
             if not confirmed:
                 if resolved or not await self._store.resolve_confirmation(confirmation_id):
                     return NotAllowed("This request was already answered.")
-                await self._audit(AuditKind.CONFIRMATION_DECLINED, conversation.id, user_actor(actor_id))
+                await self._auditor.record(AuditKind.CONFIRMATION_DECLINED, conversation.id, user_actor(actor_id))
                 return ConfirmationAnswered(conversation, False, self._settings.notices.confirm_declined)
-            risk = self._assess(await self._store.messages(conversation.id))
+            risk = self._turns.assess(await self._store.messages(conversation.id))
             decision = decide_confirmation(
                 actor_id=actor_id,
                 owner_id=pending.owner_id,
@@ -519,7 +240,7 @@ class ConversationService:
             )
             if not decision.approved or not await self._store.resolve_confirmation(confirmation_id):
                 if decision.code == "risk_guard":
-                    await self._audit(AuditKind.ENDING_REFUSED, conversation.id, MODEL_ACTOR, "risk_guard")
+                    await self._auditor.record(AuditKind.ENDING_REFUSED, conversation.id, MODEL_ACTOR, "risk_guard")
                 return NotAllowed(decision.reason if not decision.approved else "This request was already answered.")
             ended = await self._store.end_conversation(
                 conversation_id=conversation.id,
@@ -527,8 +248,8 @@ class ConversationService:
                 explanation=pending.explanation,
                 actor=user_actor(actor_id),
             )
-            await self._audit(AuditKind.CONFIRMATION_ACCEPTED, conversation.id, user_actor(actor_id))
-            await self._audit(
+            await self._auditor.record(AuditKind.CONFIRMATION_ACCEPTED, conversation.id, user_actor(actor_id))
+            await self._auditor.record(
                 AuditKind.ENDING_APPROVED,
                 conversation.id,
                 user_actor(actor_id),
@@ -592,7 +313,7 @@ class ConversationService:
         branch = await self._store.create_branch(
             key=key, owner_id=owner, source=source.conversation, branch_point_seq=source.message.seq
         )
-        await self._audit(
+        await self._auditor.record(
             AuditKind.BRANCHED,
             branch.id,
             user_actor(owner),
@@ -641,7 +362,9 @@ class ConversationService:
                 explanation=explanation,
                 actor=moderator_actor(moderator_id),
             )
-        await self._audit(AuditKind.MODERATOR_END, conversation.id, moderator_actor(moderator_id), reason.strip()[:200])
+        await self._auditor.record(
+            AuditKind.MODERATOR_END, conversation.id, moderator_actor(moderator_id), reason.strip()[:200]
+        )
         return ended
 
     async def moderator_reopen(self, *, key: ThreadKey, moderator_id: str, reason: str = "") -> Conversation | None:
@@ -651,19 +374,19 @@ class ConversationService:
         if not conversation.is_ended:
             return conversation
         reopened = await self._store.reopen_conversation(conversation_id=conversation.id)
-        await self._audit(
+        await self._auditor.record(
             AuditKind.MODERATOR_REOPEN, conversation.id, moderator_actor(moderator_id), reason.strip()[:200]
         )
         return reopened
 
     async def record_feedback(self, *, conversation_id: int, actor_id: str, helpful: bool) -> None:
-        await self._audit(
+        await self._auditor.record(
             AuditKind.FEEDBACK, conversation_id, user_actor(actor_id), "helpful" if helpful else "not_helpful"
         )
 
     async def forget_user(self, *, platform: str, user_id: str) -> int:
         removed = await self._store.forget_user(platform=platform, user_id=user_id)
-        await self._audit(AuditKind.FORGOTTEN, None, "user:forgotten", f"{removed} messages")
+        await self._auditor.record(AuditKind.FORGOTTEN, None, "user:forgotten", f"{removed} messages")
         return removed
 
     async def stats(self, *, days: int) -> dict[str, int]:
@@ -679,19 +402,3 @@ class ConversationService:
             recent_endings=await self._store.recent_endings(limit=limit),
             recent_events=events[-limit:][::-1],
         )
-
-    async def _audit(
-        self, kind: AuditKind, conversation_id: int | None, actor: str, reason: str = "", **detail: object
-    ) -> None:
-        await self._store.add_event(
-            AuditEvent(
-                kind=kind.value,
-                conversation_id=conversation_id,
-                actor=actor,
-                reason=reason,
-                detail={k: v for k, v in detail.items() if v is not None},
-                created_at=self._clock.now(),
-            )
-        )
-        self._metrics.observe_event(kind.value, reason if kind in CODED_REASONS else "")
-        log.info("audit", extra={"event": kind.value, "conversation": conversation_id, "reason": reason})

@@ -101,6 +101,18 @@ class Bot:
         await self.idle()
         return self.replies(ts)
 
+    async def starter(self, containing: str) -> dict[str, Any]:
+        """Wait for a top-level bot message (a new thread the bot opened) whose text contains `containing`."""
+
+        def find() -> dict[str, Any] | None:
+            found = [m for m in self.slack.bot_messages(CHANNEL) if containing in m["text"]]
+            return found[0] if found else None
+
+        message = await self.slack.wait_for_async(find, timeout=10, what=f"a thread starter with {containing!r}")
+        assert message is not None
+        assert message.get("thread_ts", message["ts"]) == message["ts"]  # top level
+        return message
+
     async def mention(self, text: str, user: str = ALICE) -> str:
         """A mention as Slack delivers it (app_mention and message); returns the post's ts."""
         sent = await self.driver.post_mention(CHANNEL, user, text)
@@ -268,7 +280,7 @@ async def test_a_redelivered_event_is_not_answered_again(bot: Bot) -> None:
 
 async def test_forged_and_stale_requests_are_refused(bot: Bot, slack: FakeSlack) -> None:
     for opts in ({"forge": True}, {"stale": True}, {"secret": "someone-elses-secret"}):
-        sent = await bot.driver.app_mention(CHANNEL, ALICE, "sneaky", **opts)  # type: ignore[arg-type]
+        sent = await bot.driver.app_mention(CHANNEL, ALICE, "sneaky", **opts)
         assert sent.status == 401
     assert (await bot.driver.command("stats", user=MOD, channel=CHANNEL, forge=True)).status == 401
     await bot.idle()
@@ -315,19 +327,14 @@ async def test_warning_then_ending_then_a_locked_thread(bot: Bot, slack: FakeSla
 
     # "Start a new conversation" opens a fresh top-level thread; replying there needs no mention.
     await bot.click(notice, ACTION_NEW_CONVERSATION, ALICE)
-    starter = await slack.wait_for_async(
-        lambda: next((m for m in slack.bot_messages(CHANNEL) if "new conversation" in m["text"]), None), timeout=10
-    )
-    assert starter.get("thread_ts", starter["ts"]) == starter["ts"]
+    starter = await bot.starter("started a new conversation")
     await bot.say("fresh start", starter["ts"])
     (fresh,) = await bot.answered(starter["ts"])
     assert "fresh start" in fresh["text"]
 
     # Editing a message of the ended conversation still branches it.
     await bot.driver.message_changed(CHANNEL, ALICE, "tell me about history instead", ts=first)
-    branch = await slack.wait_for_async(
-        lambda: next((m for m in slack.bot_messages(CHANNEL) if "edited" in m["text"]), None), timeout=10
-    )
+    branch = await bot.starter("edited")
     (answer,) = await bot.answered(branch["ts"])
     assert "tell me about history instead" in answer["text"]
 
@@ -339,10 +346,7 @@ async def test_an_edit_branches_into_a_new_thread_with_the_history_before_it(bot
     await bot.answered(root, 2)
 
     await bot.driver.message_changed(CHANNEL, ALICE, "And 4+4?", ts=second)
-    starter = await slack.wait_for_async(
-        lambda: next((m for m in slack.bot_messages(CHANNEL) if "edited" in m["text"]), None), timeout=10
-    )
-    assert starter.get("thread_ts", starter["ts"]) == starter["ts"]  # a new top-level thread
+    starter = await bot.starter("edited")
     assert f"{permalink(second)}?thread_ts={root}&amp;cid={CHANNEL}" in starter["text"]
     (answer,) = await bot.answered(starter["ts"])
     assert "And 4+4?" in answer["text"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -400,3 +401,29 @@ def test_member_home_is_short_and_plain() -> None:
     view = member_home()
     assert view["type"] == "home"
     assert len(view["blocks"]) <= 5
+
+
+# -- the app manifest matches what the adapter listens to ------------------------------------------------------
+
+
+def test_manifest_routes_everything_to_the_adapter() -> None:
+    import yaml
+
+    from bots.slack_http import EVENTS_PATH
+
+    manifest = yaml.safe_load((Path(__file__).resolve().parent.parent / "config" / "slack-manifest.yaml").read_text())
+    settings = manifest["settings"]
+    (command,) = manifest["features"]["slash_commands"]
+    assert command["command"] == "/lastresort"
+    urls = [settings["event_subscriptions"]["request_url"], settings["interactivity"]["request_url"], command["url"]]
+    assert all(url.endswith(EVENTS_PATH) for url in urls)
+    assert set(settings["event_subscriptions"]["bot_events"]) == {
+        "app_mention",
+        "message.channels",
+        "message.groups",
+        "message.im",
+        "app_home_opened",
+    }
+    scopes = set(manifest["oauth_config"]["scopes"]["bot"])
+    assert {"chat:write", "commands", "users:read", "usergroups:read", "app_mentions:read"} <= scopes
+    assert manifest["features"]["app_home"]["home_tab_enabled"] is True
