@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
@@ -28,13 +28,14 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.environment import Environment
+from bots.recovery import RecoveryLoop
 from bots.runtime import Runtime
 from bots.slack_buttons import Click, SlackButtons, click_from
 from bots.slack_commands import RESTARTING, SlashCommands
 from bots.slack_conversations import SlackConversations
 from bots.slack_home import SlackHome
 from bots.slack_http import events_handler
-from bots.slack_inbound import user_edit, user_message
+from bots.slack_inbound import PLATFORM, user_edit, user_message
 from bots.slack_moderators import SlackModerators
 from bots.slack_render import (
     ACTION_CONFIRM_END,
@@ -50,12 +51,19 @@ from core.work_tracker import ShuttingDownError
 log = logging.getLogger(__name__)
 
 # 429s wait for Retry-After and try again; a few tries cover Slack's per-channel limit of about one
-# message a second. 500/503 are retried once: Slack did not apply the call.
+# message a second. 500/503 are retried only once: a 5xx rarely, but possibly, follows an applied call.
 RATE_LIMIT_RETRIES = 4
 SERVER_ERROR_RETRIES = 1
 # Slack rejects the token outright with these; anything else (a network blip) may pass.
 TOKEN_REJECTED = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"})
 FAILED = "Something went wrong, so this may not have worked. Please try again."
+
+
+class SocketConnection(Protocol):
+    """What the adapter uses of Bolt's (untyped) AsyncSocketModeHandler."""
+
+    async def connect_async(self) -> None: ...
+    async def close_async(self) -> None: ...
 
 
 class Done(Enum):
@@ -105,10 +113,16 @@ class SlackAdapter:
         )
         self._buttons = SlackButtons(self._client, service=service, conversations=self._conversations)
         self._commands = SlashCommands(self._client, service=service, moderators=moderators)
-        self._home = SlackHome(
-            self._client, service=service, moderators=moderators, audit=runtime.store, clock=runtime.clock
+        self._home = SlackHome(self._client, service=service, moderators=moderators)
+        self._recovery = RecoveryLoop(
+            service=service,
+            work=runtime.work,
+            platform=PLATFORM,
+            deliver=self._conversations.answer_unanswered,
+            age_seconds=runtime.settings.recovery.age_seconds,
+            interval_seconds=runtime.settings.recovery.interval_seconds,
         )
-        self._socket: Any = None
+        self._socket: SocketConnection | None = None
         self._register()
 
     @property
@@ -126,14 +140,18 @@ class SlackAdapter:
 
     async def start(self) -> None:
         await self._check_token()
+        self._recovery.start()
         if self.socket_mode:
+            # Imported here: HTTP-mode processes never load the websocket client.
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
-            self._socket = AsyncSocketModeHandler(self._app, self._env.slack_app_token)
-            await self._socket.connect_async()
+            socket: SocketConnection = AsyncSocketModeHandler(self._app, self._env.slack_app_token)
+            await socket.connect_async()
+            self._socket = socket
             log.info("slack socket mode connected")
 
     async def stop(self) -> None:
+        await self._recovery.stop()
         if self._socket is not None:
             await self._socket.close_async()
             self._socket = None
@@ -167,11 +185,14 @@ class SlackAdapter:
         app.action(ACTION_FEEDBACK_UNHELPFUL)(self._on_feedback)
         app.action(ACTION_NEW_CONVERSATION)(self._on_new_conversation)
 
-    async def _refuse_while_draining(self, body: dict[str, Any], next: Callable[[], Awaitable[None]]) -> Any:
+    async def _refuse_while_draining(
+        self, body: dict[str, Any], next: Callable[[], Awaitable[None]]
+    ) -> BoltResponse | None:
         """During shutdown, take no new work: an unacknowledged event is redelivered by Slack (to the
         instance that replaces this one); a command or click is told to try again."""
         if not self._runtime.work.closed:
-            return await next()
+            await next()
+            return None
         if body.get("type") == "event_callback":
             return BoltResponse(status=503, body="")
         return BoltResponse(status=200, body=RESTARTING)
@@ -179,13 +200,15 @@ class SlackAdapter:
     async def _run(self, what: str, work: Callable[[], Awaitable[None]]) -> Done:
         """Run one piece of work counted as in flight, so that shutdown waits for it to finish."""
         try:
-            async with self._runtime.work.track():
+            # Admitted: it passed `_refuse_while_draining`, and Slack already has its acknowledgement.
+            async with self._runtime.work.track(admitted=True):
                 await work()
         except ShuttingDownError:
             # Acknowledged just as shutdown began (Bolt acks events before the listener runs).
             log.warning("slack request arrived as shutdown began; not handled", extra={"what": what})
             return Done.SHUTTING_DOWN
         except SlackApiError as exc:
+            self._runtime.metrics.observe_error("slack_api")
             log.warning("slack api call failed", extra={"what": what, "error": exc.response.get("error")})
             return Done.FAILED
         except Exception:

@@ -14,7 +14,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack_inbound import PLATFORM, ThreadRef, parse_thread_link
 from bots.slack_moderators import SlackModerators
-from bots.slack_render import REOPENED_NOTE, SlackPost, notice_post, short_notice
+from bots.slack_render import REOPENED_NOTE, SlackPost, inbound_text, notice_post, short_notice
 from bots.slack_replies import post
 from core.service import ConversationService
 
@@ -24,14 +24,15 @@ STATS_DAYS = 7
 MODERATOR_COMMANDS = frozenset({"status", "end", "reopen", "stats"})
 THREAD_COMMANDS = frozenset({"status", "end", "reopen"})
 MEMBER_COMMANDS = frozenset({"help", "forget"})
+# mrkdwn: a literal "<" would start a link, so the placeholders are written as entities.
 HELP = (
     "*Last Resort commands*\n"
     "• `/lastresort forget` — delete everything you wrote to me, and the conversations you started.\n"
     "• `/lastresort help` — this list.\n"
     "*For moderators*\n"
-    "• `/lastresort status <thread link>` — state, owner, messages and warnings of a conversation.\n"
-    "• `/lastresort end <thread link> [reason]` — end a conversation; the reason is shown in the thread.\n"
-    "• `/lastresort reopen <thread link>` — let an ended conversation continue.\n"
+    "• `/lastresort status &lt;thread link&gt;` — state, owner, messages and warnings of a conversation.\n"
+    "• `/lastresort end &lt;thread link&gt; [reason]` — end a conversation; the reason is shown in the thread.\n"
+    "• `/lastresort reopen &lt;thread link&gt;` — let an ended conversation continue.\n"
     f"• `/lastresort stats` — what happened in the last {STATS_DAYS} days.\n"
     "A thread link is what *Copy link* gives for the thread's first message or any reply in it."
 )
@@ -39,7 +40,7 @@ NOT_A_MODERATOR = (
     "Sorry, `/lastresort {name}` is for Last Resort moderators only, and nothing was changed. "
     "If you think you should be one, ask a workspace admin."
 )
-NEEDS_LINK = "Please add a thread link: `/lastresort {name} <thread link>` (use *Copy link* on the thread)."
+NEEDS_LINK = "Please add a thread link: `/lastresort {name} &lt;thread link&gt;` (use *Copy link* on the thread)."
 NO_CONVERSATION = "I have no conversation in that thread."
 RESTARTING = "Last Resort is restarting. Please try again in a moment."
 
@@ -61,7 +62,9 @@ def parse_command(text: str) -> Command:
         return Command("", unknown=words[0])
     if name not in THREAD_COMMANDS or len(words) < 2:
         return Command(name)
-    return Command(name, parse_thread_link(words[1]), words[2].strip() if len(words) > 2 else "")
+    # Slack sends command text with &, < and > as entities; the reason is shown as written.
+    reason = inbound_text(words[2], None) if len(words) > 2 else ""
+    return Command(name, parse_thread_link(words[1]), reason)
 
 
 def help_text(command: Command) -> str:

@@ -12,7 +12,7 @@ from bots.slack_inbound import PLATFORM, SlackEdit, SlackMessage
 from bots.slack_render import branch_starter, fresh_starter, render_outcome, short_notice
 from bots.slack_replies import DEFAULT_UPDATE_INTERVAL, ThreadReply, post, post_ephemeral
 from bots.slack_users import UserNames
-from core.domain import Conversation, ThreadKey
+from core.domain import StoredMessage, ThreadKey
 from core.outcomes import AlreadyEnded, Ignored, NotAllowed, Outcome, Rejected
 from core.service import ConversationService, InboundMessage
 
@@ -28,7 +28,6 @@ class SlackStore(Protocol):
     """What the adapter needs from the store directly (everything else goes through the service)."""
 
     async def claim_event(self, *, source: str, event_id: str) -> bool: ...
-    async def get_or_create_conversation(self, *, key: ThreadKey, owner_id: str) -> Conversation: ...
 
 
 class SlackConversations:
@@ -74,6 +73,16 @@ class SlackConversations:
         )
         if await self._first_note(outcome, message.platform_message_id):
             await writer.finish(render_outcome(outcome))
+
+    async def answer_unanswered(self, message: StoredMessage) -> None:
+        """Answer, in its thread, a message that a stopped process took in but never answered."""
+        conversation = await self._service.get_conversation(message.conversation_id)
+        if conversation is None or conversation.key.platform != PLATFORM:
+            return
+        key = conversation.key
+        writer = self._writer(channel=key.place, thread_ts=key.thread, user=message.author_id or conversation.owner_id)
+        outcome = await self._service.answer_pending(message, writer.on_text)
+        await writer.finish(render_outcome(outcome))
 
     async def _first_note(self, outcome: Outcome, post_id: str) -> bool:
         """False for the second private note about the same post (the core stored nothing to dedupe on)."""
@@ -123,9 +132,7 @@ class SlackConversations:
     async def start_fresh(self, *, channel: str, user: str) -> str:
         """A new top-level thread the user can reply in without mentioning the bot; returns its link."""
         starter_ts = await post(self._client, channel=channel, post=fresh_starter(user))
-        # The service starts conversations only from a message that may start one; this thread is one the
-        # user asked for with the button, so it is created here for them (see the report: a service method
-        # for this would be cleaner).
-        await self._store.get_or_create_conversation(key=ThreadKey(PLATFORM, channel, starter_ts), owner_id=user)
+        # The user asked for this thread with the button: it is theirs before they write in it.
+        await self._service.start_conversation(key=ThreadKey(PLATFORM, channel, starter_ts), owner_id=user)
         response = await self._client.chat_getPermalink(channel=channel, message_ts=starter_ts)
         return str(response["permalink"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -13,7 +13,6 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots.slack_moderators import SlackModerators
 from bots.slack_render import context, escape, header, section, trusted_text
 from core.domain import JSON, AuditKind, Conversation
-from core.ports import AuditLog, Clock
 from core.service import ConversationService, Overview
 
 log = logging.getLogger(__name__)
@@ -89,7 +88,7 @@ def _event_lines(overview: Overview) -> str:
 def moderator_home(overview: Overview, links: Mapping[int, str], feedback: Mapping[str, int]) -> JSON:
     blocks: list[JSON] = [
         header("Last Resort — moderation"),
-        context(trusted_text(f"Last {overview.days} days. Details: `/lastresort status <thread link>`.")),
+        context(trusted_text(f"Last {overview.days} days. Details: `/lastresort status &lt;thread link&gt;`.")),
         section(trusted_text(_counts_text(overview.counts, feedback))),
         {"type": "divider"},
         header("Recent endings"),
@@ -120,19 +119,16 @@ class SlackHome:
         *,
         service: ConversationService,
         moderators: SlackModerators,
-        audit: AuditLog,
-        clock: Clock,
     ) -> None:
         self._client = client
         self._service = service
         self._moderators = moderators
-        self._audit = audit
-        self._clock = clock
 
     async def publish(self, user_id: str) -> None:
         if await self._moderators.is_moderator(user_id):
             overview = await self._service.overview(days=HOME_DAYS, limit=RECENT_LIMIT)
-            view = moderator_home(overview, await self._links(overview.recent_endings), await self._feedback())
+            feedback = {"helpful": overview.helpful, "not_helpful": overview.not_helpful}
+            view = moderator_home(overview, await self._links(overview.recent_endings), feedback)
         else:
             view = member_home()
         await self._client.views_publish(user_id=user_id, view=view)
@@ -150,12 +146,3 @@ class SlackHome:
                 continue  # the thread was deleted or the bot left the channel: list it without a link
             links[conversation.id] = str(response["permalink"])
         return links
-
-    async def _feedback(self) -> dict[str, int]:
-        # The overview counts feedback as one kind; helpful and not helpful are its reasons.
-        since = self._clock.now() - timedelta(days=HOME_DAYS)
-        split: dict[str, int] = {}
-        for event in await self._audit.events(since=since):
-            if event.kind == AuditKind.FEEDBACK.value:
-                split[event.reason] = split.get(event.reason, 0) + 1
-        return split

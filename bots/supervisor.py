@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 # A PaaS sends SIGKILL 30 s after SIGTERM: finish within 25 s, leaving margin to close the database.
 DRAIN_SECONDS = 20.0
 DEFAULT_SLACK_PORT = 3000
+ADMISSION_GRACE_SECONDS = 0.5
 RETENTION_SWEEP_SECONDS = 3600.0
 
 
@@ -90,6 +91,8 @@ async def run_adapters(env: Environment, settings: Settings, *, stop: asyncio.Ev
             await stop.wait()
             log.info("shutting down: no new work, finishing replies in flight")
             runtime.work.close()
+            # Requests acknowledged just before the close start their work a moment later: let them in.
+            await asyncio.sleep(ADMISSION_GRACE_SECONDS)
             finished = await runtime.work.wait_idle(DRAIN_SECONDS)
             if not finished:
                 log.warning(

@@ -74,6 +74,8 @@ class Overview:
     counts: dict[str, int]
     recent_endings: list[Conversation]
     recent_events: list[AuditEvent]
+    helpful: int = 0
+    not_helpful: int = 0
 
 
 NOTABLE_EVENTS = frozenset(
@@ -332,6 +334,13 @@ class ConversationService:
             on_text,
         )
 
+    async def start_conversation(self, *, key: ThreadKey, owner_id: str) -> Conversation:
+        """A conversation the user asked for explicitly (a "new conversation" button), before any message."""
+        return await self._store.get_or_create_conversation(key=key, owner_id=owner_id)
+
+    async def get_conversation(self, conversation_id: int) -> Conversation | None:
+        return await self._store.get_conversation(conversation_id)
+
     async def find_conversation(self, key: ThreadKey) -> Conversation | None:
         return await self._store.find_conversation(key)
 
@@ -396,9 +405,12 @@ class ConversationService:
     async def overview(self, *, days: int = 7, limit: int = 10) -> Overview:
         since = self._clock.now() - timedelta(days=days)
         events = [e for e in await self._store.events(since=since) if e.kind in NOTABLE_EVENTS]
+        feedback = [e.reason for e in events if e.kind == AuditKind.FEEDBACK.value]
         return Overview(
             days=days,
             counts=await self._store.count_events(since=since),
             recent_endings=await self._store.recent_endings(limit=limit),
             recent_events=events[-limit:][::-1],
+            helpful=feedback.count("helpful"),
+            not_helpful=feedback.count("not_helpful"),
         )

@@ -99,6 +99,12 @@ class RetentionSettings(_Frozen):
     message_text_days: int = Field(30, ge=1)
 
 
+class RecoverySettings(_Frozen):
+    # A message nobody answered for this long (a lease lives 15 s) was left by a process that stopped.
+    age_seconds: float = Field(30.0, ge=1)
+    interval_seconds: float = Field(15.0, ge=0.1)
+
+
 class BudgetSettings(_Frozen):
     # 0 switches a budget off.
     per_user_daily_tokens: int = Field(0, ge=0)
@@ -115,6 +121,7 @@ class Settings(_Frozen):
     discord: DiscordSettings = DiscordSettings()
     retention: RetentionSettings = RetentionSettings()
     budgets: BudgetSettings = BudgetSettings()
+    recovery: RecoverySettings = RecoverySettings()
     system_prompt_file: str = "system_prompt.md"
     # Filled from system_prompt_file at load time so the running bot never touches the disk for it.
     system_prompt: str = ""

@@ -27,8 +27,10 @@ class WorkTracker:
         return self._running
 
     @asynccontextmanager
-    async def track(self) -> AsyncIterator[None]:
-        if self._closed:
+    async def track(self, *, admitted: bool = False) -> AsyncIterator[None]:
+        """Count work in flight. `admitted` work was accepted before shutdown began (e.g. a request already
+        acknowledged to the platform) and must still run; anything else is refused once closed."""
+        if self._closed and not admitted:
             raise ShuttingDownError
         self._running += 1
         self._idle.clear()

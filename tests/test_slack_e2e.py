@@ -279,6 +279,7 @@ async def test_a_redelivered_event_is_not_answered_again(bot: Bot) -> None:
 
 
 async def test_forged_and_stale_requests_are_refused(bot: Bot, slack: FakeSlack) -> None:
+    assert (await bot.driver.url_verification("abc")).json() == {"challenge": "abc"}
     for opts in ({"forge": True}, {"stale": True}, {"secret": "someone-elses-secret"}):
         sent = await bot.driver.app_mention(CHANNEL, ALICE, "sneaky", **opts)
         assert sent.status == 401

@@ -313,6 +313,7 @@ def test_user_edits(event: dict[str, Any], editor: str | None) -> None:
 # -- links and commands -----------------------------------------------------------------------------------
 
 LINK = "https://x.slack.com/archives/C123/p1700000000000100"
+THREAD = ThreadRef("C123", "1700000000.000100")
 
 
 @pytest.mark.parametrize(
@@ -344,6 +345,7 @@ def test_parse_thread_link(text: str, expected: ThreadRef | None) -> None:
         (f"status {LINK}", Command("status", ThreadRef("C123", "1700000000.000100"))),
         (f"end {LINK} spam and  abuse", Command("end", ThreadRef("C123", "1700000000.000100"), "spam and  abuse")),
         ("end not-a-link reason", Command("end", None, "reason")),
+        (f"end {LINK} threats &amp; &lt;slurs&gt;", Command("end", THREAD, "threats & <slurs>")),
         (f"reopen <{LINK}>", Command("reopen", ThreadRef("C123", "1700000000.000100"))),
         ("delete everything", Command("", unknown="delete")),
     ],

@@ -1,0 +1,260 @@
+"""The Discord adapter: a discord.py gateway client that brings Discord events to the core and the core's
+outcomes to Discord.
+
+Composition: `DiscordAdapter(runtime)` builds the client (`AutoShardedClient` when DISCORD_SHARD_COUNT is
+set), the command tree and the handlers, all in `start()`, so that nothing happens at import time and a
+test can point discord.py at a fake Discord through the environment. The handlers only translate and
+delegate: messages and edits (`discord_conversations`), buttons and the branch form
+(`discord_components`), slash commands (`discord_commands`).
+
+Each event runs as its own task in discord.py; every handler here is counted as work in flight (so a
+shutdown lets it finish) and guarded, so one bad event is logged and the client carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, cast
+
+import discord
+import yarl
+from aiohttp import web
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
+
+from bots.discord_commands import FAILED, RESTARTING, LastResortTree, SlashCommands
+from bots.discord_components import Components, tell
+from bots.discord_conversations import DiscordConversations
+from bots.discord_inbound import EVENT_SOURCE, PLATFORM, interaction_event_id
+from bots.discord_invite import invite_url
+from bots.discord_replies import DEFAULT_UPDATE_INTERVAL
+from bots.discord_views import parse_custom_id
+from bots.environment import Environment
+from bots.recovery import DEFAULT_AGE_SECONDS, RecoveryLoop
+from bots.runtime import Runtime
+from core.work_tracker import ShuttingDownError
+
+log = logging.getLogger(__name__)
+
+# discord.py waits this long after the last GUILD_CREATE before it calls the client ready.
+DEFAULT_GUILD_READY_TIMEOUT = 2.0
+# start() returns once connected, or after this: the client keeps connecting in the background.
+DEFAULT_READY_TIMEOUT = 30.0
+STOP_TIMEOUT_SECONDS = 2.5
+ROUTED_INTERACTIONS = frozenset({discord.InteractionType.component, discord.InteractionType.modal_submit})
+
+
+def intents() -> discord.Intents:
+    """Guild and DM messages with their content (Message Content is privileged: enable it in the portal)."""
+    chosen = discord.Intents.none()
+    chosen.guilds = True
+    chosen.guild_messages = True
+    chosen.message_content = True
+    chosen.dm_messages = True
+    return chosen
+
+
+def point_discord_py_at(env: Environment) -> None:
+    """Use DISCORD_API_URL / DISCORD_GATEWAY_URL instead of Discord's own (a fake, a proxy). Process-wide:
+    discord.py reads these class attributes whenever it builds a request or opens the gateway."""
+    if env.discord_api_url:
+        Route.BASE = env.discord_api_url.rstrip("/")
+    if env.discord_gateway_url:
+        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(env.discord_gateway_url)
+
+
+def build_client(env: Environment, *, guild_ready_timeout: float) -> discord.Client:
+    if env.discord_shard_ids and env.discord_shard_count is None:
+        raise ValueError("DISCORD_SHARD_IDS is set but DISCORD_SHARD_COUNT is not: set both")
+    if env.discord_shard_count is not None:
+        # This process runs the shards in DISCORD_SHARD_IDS (all of them when unset) of DISCORD_SHARD_COUNT.
+        shards: dict[str, Any] = {"shard_count": env.discord_shard_count}
+        if env.discord_shard_ids:
+            shards["shard_ids"] = list(env.discord_shard_ids)
+        return discord.AutoShardedClient(
+            intents=intents(),
+            allowed_mentions=discord.AllowedMentions.none(),
+            guild_ready_timeout=guild_ready_timeout,
+            **shards,
+        )
+    return discord.Client(
+        intents=intents(), allowed_mentions=discord.AllowedMentions.none(), guild_ready_timeout=guild_ready_timeout
+    )
+
+
+class DiscordAdapter:
+    name = "discord"
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        update_interval: float = DEFAULT_UPDATE_INTERVAL,
+        guild_ready_timeout: float = DEFAULT_GUILD_READY_TIMEOUT,
+        ready_timeout: float = DEFAULT_READY_TIMEOUT,
+        recovery_age_seconds: float = DEFAULT_AGE_SECONDS,
+    ) -> None:
+        self._runtime = runtime
+        self._update_interval = update_interval
+        self._guild_ready_timeout = guild_ready_timeout
+        self._ready_timeout = ready_timeout
+        self._recovery_age_seconds = recovery_age_seconds
+        self._client: discord.Client | None = None
+        self._connection: asyncio.Task[None] | None = None
+        self._recovery: RecoveryLoop | None = None
+        self._ready = asyncio.Event()
+        self._components: Components | None = None
+        self._conversations: DiscordConversations | None = None
+
+    @property
+    def client(self) -> discord.Client:
+        if self._client is None:
+            raise RuntimeError("the Discord adapter has not started")
+        return self._client
+
+    # -- lifecycle --------------------------------------------------------------------------------------
+
+    def routes(self) -> list[web.RouteDef]:
+        return []  # a gateway bot: Discord pushes events over the websocket, not HTTP
+
+    async def start(self) -> None:
+        env = self._runtime.env
+        if not env.discord_token:
+            raise ValueError("DISCORD_TOKEN is not set")
+        point_discord_py_at(env)
+        client = self._client = build_client(env, guild_ready_timeout=self._guild_ready_timeout)
+        tree = self._wire(client)
+        try:
+            await client.login(env.discord_token)
+        except discord.LoginFailure as exc:
+            raise RuntimeError("Discord rejected DISCORD_TOKEN: copy the bot token from the Developer Portal") from exc
+        await self._sync_commands(tree)
+        assert client.application_id is not None
+        log.info("invite the Discord bot with %s", invite_url(client.application_id))
+        self._connection = asyncio.create_task(client.connect(reconnect=True), name="discord-gateway")
+        self._connection.add_done_callback(self._connection_ended)
+        await self._wait_until_ready(self._connection)
+
+    async def stop(self) -> None:
+        if self._recovery is not None:
+            await self._recovery.stop()
+        if self._client is not None:
+            await self._client.close()
+        if self._connection is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(self._connection, STOP_TIMEOUT_SECONDS)
+
+    def _wire(self, client: discord.Client) -> LastResortTree:
+        runtime = self._runtime
+        conversations = DiscordConversations(
+            client,
+            service=runtime.service,
+            store=runtime.store,
+            settings=runtime.settings,
+            update_interval=self._update_interval,
+        )
+        self._conversations = conversations
+        self._components = Components(service=runtime.service, store=runtime.store, conversations=conversations)
+        tree = LastResortTree(client, claim=self._claim_interaction)
+        for group in SlashCommands(service=runtime.service, conversations=conversations, work=runtime.work).groups():
+            tree.add_command(group)
+        for handler in (self.on_ready, self.on_message, self.on_raw_message_edit, self.on_interaction):
+            client.event(handler)
+        return tree
+
+    async def _sync_commands(self, tree: LastResortTree) -> None:
+        try:
+            await tree.sync()
+        except discord.HTTPException as exc:
+            # The commands registered last time still work; messages and buttons do not need this.
+            log.warning("discord command sync failed", extra={"status": exc.status, "code": exc.code})
+
+    async def _wait_until_ready(self, connection: asyncio.Task[None]) -> None:
+        ready = asyncio.create_task(self._ready.wait())
+        done, _ = await asyncio.wait(
+            {connection, ready}, timeout=self._ready_timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if ready not in done:
+            ready.cancel()
+        if connection in done:
+            error = connection.exception()
+            if isinstance(error, discord.PrivilegedIntentsRequired):
+                raise RuntimeError(
+                    "Discord refused the Message Content intent: enable it for the bot in the Developer Portal"
+                ) from error
+            raise RuntimeError("the Discord gateway connection ended during start-up") from error
+        if ready not in done:
+            log.warning("discord is not ready yet; still connecting in the background")
+
+    def _connection_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._client is None or self._client.is_closed():
+            return
+        log.error(
+            "the Discord gateway connection ended; this process no longer receives Discord events",
+            exc_info=task.exception(),
+        )
+
+    # -- events -----------------------------------------------------------------------------------------
+
+    async def _guarded(self, what: str, work: Callable[[], Awaitable[None]]) -> bool:
+        """Run one event's work counted as in flight; log a failure instead of raising it."""
+        try:
+            async with self._runtime.work.track():
+                await work()
+        except ShuttingDownError:
+            log.warning("discord event arrived as shutdown began; not handled", extra={"what": what})
+            return False
+        except discord.HTTPException as exc:
+            log.warning("discord api call failed", extra={"what": what, "status": exc.status, "code": exc.code})
+            return False
+        except Exception:
+            log.exception("discord handler failed", extra={"what": what})
+            return False
+        return True
+
+    async def _claim_interaction(self, interaction_id: int) -> bool:
+        return await self._runtime.store.claim_event(source=EVENT_SOURCE, event_id=interaction_event_id(interaction_id))
+
+    async def on_ready(self) -> None:
+        first = not self._ready.is_set()
+        self._ready.set()
+        log.info("discord connected", extra={"guilds": len(self.client.guilds)})
+        if first and self._conversations is not None:
+            # Sweeps start once connected: answers need the channels discord.py learns about at READY.
+            self._recovery = RecoveryLoop(
+                service=self._runtime.service,
+                work=self._runtime.work,
+                platform=PLATFORM,
+                deliver=self._conversations.deliver_pending,
+                age_seconds=self._recovery_age_seconds,
+            )
+            self._recovery.start()
+
+    async def on_message(self, message: discord.Message) -> None:
+        if self._conversations is not None:
+            conversations = self._conversations
+            await self._guarded("message", lambda: conversations.on_message(message))
+
+    async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        if self._conversations is not None:
+            conversations = self._conversations
+            await self._guarded("edit", lambda: conversations.on_raw_edit(payload))
+
+    async def on_interaction(self, interaction: discord.Interaction[discord.Client]) -> None:
+        """Buttons and forms, routed by custom id (slash commands go through the command tree)."""
+        if interaction.type not in ROUTED_INTERACTIONS or self._components is None:
+            return
+        data = cast("Mapping[str, object]", interaction.data or {})
+        action = parse_custom_id(str(data.get("custom_id", "")))
+        if action is None or not await self._claim_interaction(interaction.id):
+            return
+        components = self._components
+        if self._runtime.work.closed:
+            await tell(interaction, RESTARTING)
+            return
+        if not await self._guarded("interaction", lambda: components.handle(interaction, action)):
+            with contextlib.suppress(discord.HTTPException):
+                await tell(interaction, FAILED)

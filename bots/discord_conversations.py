@@ -1,0 +1,346 @@
+"""People's messages and edits in, the core's outcomes out, in the right thread or DM.
+
+Where conversations live:
+- In a server, every conversation is a public thread. A mention in a text channel starts one from the
+  mentioning message (the thread's id is that message's id); `/lastresort chat`, the "New conversation"
+  button and branches start one from a message the bot posts. Later messages in the thread continue it
+  without a mention.
+- In DMs there is one conversation at a time, numbered: the newest one in `dm:<user>` is in use, and
+  `/lastresort new` (or the button) starts the next.
+
+An ending posts the notice and then locks the thread (a real Discord lock: members cannot post or edit
+there any more). Without Manage Threads the lock fails; the core's own rule still holds (it answers
+nothing in an ended conversation), and the thread says once why it is not locked.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+import discord
+
+from bots.discord_inbound import (
+    EVENT_SOURCE,
+    PLATFORM,
+    Route,
+    dm_key,
+    dm_number,
+    dm_place,
+    dm_user,
+    edit_event_id,
+    inbound,
+    is_dm_place,
+    is_from_person,
+    jump_url,
+    key_in_channel,
+    mentions_bot,
+    message_event_id,
+    message_text,
+    thread_key,
+)
+from bots.discord_render import (
+    CANNOT_LOCK,
+    DM_BRANCH_NOTE,
+    NO_THREAD_PERMISSION,
+    REOPENED,
+    already_ended_post,
+    branch_starter,
+    fresh_starter,
+    notice_post,
+    render_outcome,
+    short_post,
+    thread_title,
+)
+from bots.discord_replies import DEFAULT_UPDATE_INTERVAL, StreamedReply, send_post, send_text
+from core.domain import Conversation, StoredMessage, ThreadKey
+from core.outcomes import AlreadyEnded, Ended, EndingNotice, Ignored, NotAllowed, Outcome, Rejected
+from core.service import BranchSource, ConversationService, InboundMessage
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MISSING_PERMISSIONS = 50013
+
+
+class DiscordStore(Protocol):
+    """What the adapter needs from the store directly (everything else goes through the service)."""
+
+    async def claim_event(self, *, source: str, event_id: str) -> bool: ...
+    async def get_conversation(self, conversation_id: int) -> Conversation | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a conversation is shown: a thread in a server, or a DM."""
+
+    channel: discord.abc.Messageable
+    key: ThreadKey
+
+    @property
+    def in_dm(self) -> bool:
+        return is_dm_place(self.key.place)
+
+    @property
+    def mention(self) -> str:
+        return self.channel.mention if isinstance(self.channel, discord.Thread) else "our direct messages"
+
+
+def home_channel(channel: object) -> discord.TextChannel | None:
+    """The text channel new threads go in: the channel itself, or the parent of a thread."""
+    if isinstance(channel, discord.TextChannel):
+        return channel
+    if isinstance(channel, discord.Thread) and isinstance(channel.parent, discord.TextChannel):
+        return channel.parent
+    return None
+
+
+class DiscordConversations:
+    def __init__(
+        self,
+        client: discord.Client,
+        *,
+        service: ConversationService,
+        store: DiscordStore,
+        settings: Settings,
+        update_interval: float = DEFAULT_UPDATE_INTERVAL,
+    ) -> None:
+        self._client = client
+        self._service = service
+        self._store = store
+        self._settings = settings
+        self._update_interval = update_interval
+
+    @property
+    def _bot_id(self) -> int:
+        assert self._client.user is not None, "used before login"
+        return self._client.user.id
+
+    async def _claim(self, event_id: str) -> bool:
+        """True the first time: a reconnect replay, or both sessions of a rolling deploy, must not act twice."""
+        return await self._store.claim_event(source=EVENT_SOURCE, event_id=event_id)
+
+    # -- messages -------------------------------------------------------------------------------------
+
+    async def on_message(self, message: discord.Message) -> None:
+        if not is_from_person(message):
+            return
+        channel = message.channel
+        if isinstance(channel, discord.PartialMessageable) and message.guild is not None:
+            # A thread discord.py has not cached (rare): its parent is needed for the conversation key.
+            fetched = await self._client.fetch_channel(channel.id)
+            channel = fetched if isinstance(fetched, discord.Thread) else channel
+        if isinstance(channel, discord.DMChannel):
+            await self._dm_message(message, channel)
+        elif isinstance(channel, discord.Thread):
+            await self._thread_message(message, channel)
+        elif isinstance(channel, discord.TextChannel) and mentions_bot(message, self._bot_id):
+            await self._mention_in_channel(message, channel)
+
+    async def _dm_message(self, message: discord.Message, channel: discord.DMChannel) -> None:
+        latest = await self._service.latest_conversation(platform=PLATFORM, place=dm_place(message.author.id))
+        route = Route(dm_key(message.author.id, dm_number(latest)), may_start=True, budget_scope=None)
+        if await self._claim(message_event_id(message.id)):
+            await self._answer(Place(channel, route.key), inbound(message, route, self._bot_id), message)
+
+    async def _thread_message(self, message: discord.Message, thread: discord.Thread) -> None:
+        route = Route(thread_key(thread), mentions_bot(message, self._bot_id), str(thread.parent_id))
+        # Most thread messages are in no conversation: skip them before any write.
+        if not route.may_start and await self._service.find_conversation(route.key) is None:
+            return
+        if await self._claim(message_event_id(message.id)):
+            await self._answer(Place(thread, route.key), inbound(message, route, self._bot_id), message)
+
+    async def _mention_in_channel(self, message: discord.Message, channel: discord.TextChannel) -> None:
+        if not await self._claim(message_event_id(message.id)):
+            return
+        text = message_text(message, self._bot_id)
+        try:
+            thread = await message.create_thread(name=thread_title(text))
+        except discord.Forbidden:
+            log.warning("cannot create a thread: missing Create Public Threads", extra={"channel": channel.id})
+            await send_post(channel, short_post(NO_THREAD_PERMISSION), reference=message)
+            return
+        route = Route(key_in_channel(channel.id, thread.id), may_start=True, budget_scope=str(channel.id))
+        await self._answer(Place(thread, route.key), inbound(message, route, self._bot_id), message)
+
+    # -- answering ----------------------------------------------------------------------------------------
+
+    def _writer(self, place: Place) -> StreamedReply:
+        return StreamedReply(place.channel, min_interval=self._update_interval)
+
+    async def _answer(self, place: Place, message: InboundMessage, original: discord.Message | None) -> None:
+        writer = self._writer(place)
+        outcome = await self._service.handle_message(message, writer.on_text)
+        await self._show(place, writer, outcome, original)
+
+    async def _show(
+        self, place: Place, writer: StreamedReply, outcome: Outcome, original: discord.Message | None = None
+    ) -> None:
+        if isinstance(outcome, AlreadyEnded | Rejected):
+            await self._note(place, outcome, original)
+            return
+        await writer.finish(render_outcome(outcome, in_dm=place.in_dm))
+        if isinstance(outcome, Ended):
+            await self._lock(place.channel)
+
+    async def _note(self, place: Place, outcome: AlreadyEnded | Rejected, original: discord.Message | None) -> None:
+        """A short answer to one post that reaches no model: why, and how to go on."""
+        if isinstance(outcome, AlreadyEnded) and original is not None and self._is_moderator(original):
+            return  # moderators may talk in a locked thread; that is not meant for the bot
+        if isinstance(outcome, AlreadyEnded):
+            post = already_ended_post(outcome.text, outcome.conversation.id)
+        else:
+            post = short_post(outcome.text)
+        await send_post(place.channel, post, reference=original)
+
+    @staticmethod
+    def _is_moderator(message: discord.Message) -> bool:
+        channel = message.channel
+        author = message.author
+        if not isinstance(channel, discord.Thread) or not isinstance(author, discord.Member):
+            return False
+        return channel.permissions_for(author).manage_threads
+
+    # -- endings ----------------------------------------------------------------------------------------
+
+    async def announce_ending(
+        self, channel: discord.abc.Messageable, conversation: Conversation, notice: EndingNotice
+    ) -> None:
+        """The notice, then the lock (the notice first: an archived thread takes no more posts)."""
+        await send_post(channel, notice_post(conversation.id, notice, in_dm=is_dm_place(conversation.key.place)))
+        await self._lock(channel)
+
+    async def _lock(self, channel: discord.abc.Messageable) -> None:
+        if not isinstance(channel, discord.Thread):
+            return  # a DM cannot be locked; the core answers nothing there until a new conversation
+        try:
+            await channel.edit(locked=True, archived=self._settings.discord.archive_on_end)
+        except discord.Forbidden as exc:
+            if exc.code != MISSING_PERMISSIONS:
+                raise
+            log.warning("cannot lock an ended thread: missing Manage Threads", extra={"thread": channel.id})
+            await send_text(channel, CANNOT_LOCK)
+
+    async def reopen(self, thread: discord.Thread, *, moderator_id: int, reason: str = "") -> Conversation | None:
+        """Unlock (and unarchive) first, so the thread takes posts again, then reopen the conversation."""
+        key = thread_key(thread)
+        conversation = await self._service.find_conversation(key)
+        if conversation is None or not conversation.is_ended:
+            return conversation
+        try:
+            await thread.edit(locked=False, archived=False)
+        except discord.Forbidden:
+            log.warning("cannot unlock a reopened thread: missing Manage Threads", extra={"thread": thread.id})
+        reopened = await self._service.moderator_reopen(key=key, moderator_id=str(moderator_id), reason=reason)
+        await send_text(thread, REOPENED)
+        return reopened
+
+    # -- new conversations ------------------------------------------------------------------------------
+
+    async def open_thread(self, channel: discord.TextChannel, user: discord.abc.User, *, about: str = "") -> Place:
+        """A new thread for `user` to talk in, from a message the bot posts in `channel`."""
+        starter = await send_text(channel, fresh_starter(user.id))
+        title = thread_title(about, fallback=f"Conversation with {user.display_name}")
+        thread = await starter.create_thread(name=title)
+        return Place(thread, key_in_channel(channel.id, thread.id))
+
+    async def open_dm(self, user_id: int) -> Place:
+        """The next DM conversation: the newest DM conversation is the one in use from now on."""
+        latest = await self._service.latest_conversation(platform=PLATFORM, place=dm_place(user_id))
+        key = dm_key(user_id, dm_number(latest) + 1 if latest else 1)
+        return Place(await self._dm_channel(user_id), key)
+
+    async def start(self, place: Place, user: discord.abc.User, prompt: str | None, *, message_id: str) -> None:
+        """Begin the conversation at `place`, owned by `user`; answer `prompt` there if there is one."""
+        if not prompt or not prompt.strip():
+            # Nothing to answer yet, but the thread is a conversation: the next message continues it.
+            await self._service.start_conversation(key=place.key, owner_id=str(user.id))
+            return
+        budget_scope = None if place.in_dm else place.key.place
+        message = InboundMessage(
+            key=place.key,
+            author_id=str(user.id),
+            author_name=user.display_name,
+            text=prompt,
+            platform_message_id=message_id,
+            may_start=True,
+            budget_scope=budget_scope,
+        )
+        await self._answer(place, message, None)
+
+    async def _dm_channel(self, user_id: int) -> discord.DMChannel:
+        user = self._client.get_user(user_id) or await self._client.fetch_user(user_id)
+        return user.dm_channel or await user.create_dm()
+
+    async def _text_channel(self, channel_id: int) -> discord.TextChannel:
+        channel = self._client.get_channel(channel_id) or await self._client.fetch_channel(channel_id)
+        if not isinstance(channel, discord.TextChannel):
+            raise TypeError(f"channel {channel_id} is not a text channel")
+        return channel
+
+    # -- branching ------------------------------------------------------------------------------------
+
+    async def on_raw_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        """An edit of a message the bot answered (in a thread, a thread's starter message, or a DM)."""
+        edited_at = payload.data.get("edited_timestamp")
+        message = payload.message
+        # Embed unfurls and the bot's own draft edits arrive as updates too; only a person's edit counts.
+        if not edited_at or "content" not in payload.data or message.author.bot:
+            return
+        source = await self._service.find_branch_source(
+            platform=PLATFORM, platform_message_id=str(payload.message_id), editor_id=str(message.author.id)
+        )
+        if isinstance(source, Ignored | NotAllowed):
+            return
+        if not await self._claim(edit_event_id(payload.message_id, str(edited_at))):
+            return
+        new_text = message_text(message, self._bot_id)
+        link = jump_url(payload.guild_id, payload.channel_id, payload.message_id)
+        place = await self.branch_place(source, editor=message.author, link=link, new_text=new_text)
+        await self.answer_branch(place, source, editor=message.author, new_text=new_text)
+
+    async def branch_place(
+        self, source: BranchSource, *, editor: discord.abc.User, link: str | None, new_text: str
+    ) -> Place:
+        """Where a branch of `source` goes: a new thread next to the original one, or the next DM."""
+        place = source.conversation.key.place
+        if is_dm_place(place):
+            dm = await self.open_dm(dm_user(place))
+            await send_text(dm.channel, DM_BRANCH_NOTE)
+            return dm
+        parent = await self._text_channel(int(place))
+        starter = await send_text(parent, branch_starter(editor.id, link))
+        thread = await starter.create_thread(name=thread_title(new_text, fallback="Branched conversation"))
+        return Place(thread, key_in_channel(parent.id, thread.id))
+
+    async def answer_branch(
+        self, place: Place, source: BranchSource, *, editor: discord.abc.User, new_text: str
+    ) -> None:
+        writer = self._writer(place)
+        outcome = await self._service.branch(
+            source, key=place.key, new_text=new_text, author_name=editor.display_name, on_text=writer.on_text
+        )
+        await self._show(place, writer, outcome)
+
+    # -- recovery ---------------------------------------------------------------------------------------
+
+    async def deliver_pending(self, message: StoredMessage) -> None:
+        """Answer a message a process stored but never answered (it died mid-reply), in its thread or DM."""
+        conversation = await self._store.get_conversation(message.conversation_id)
+        if conversation is None:
+            return
+        place = Place(await self._channel_of(conversation.key), conversation.key)
+        writer = self._writer(place)
+        outcome = await self._service.answer_pending(message, writer.on_text)
+        if not isinstance(outcome, AlreadyEnded):  # nobody is waiting for a note about a post this old
+            await self._show(place, writer, outcome)
+
+    async def _channel_of(self, key: ThreadKey) -> discord.abc.Messageable:
+        if is_dm_place(key.place):
+            return await self._dm_channel(dm_user(key.place))
+        channel = self._client.get_channel(int(key.thread)) or await self._client.fetch_channel(int(key.thread))
+        if not isinstance(channel, discord.abc.Messageable):
+            raise TypeError(f"channel {key.thread} takes no messages")
+        return channel

@@ -1,0 +1,295 @@
+"""Core outcomes as Discord messages: pure functions, no I/O.
+
+- Discord rejects message content over 2,000 characters: model text is cut into pieces at paragraph, line,
+  sentence or word boundaries, with ``` code fences closed and reopened across pieces, and sent as
+  several messages.
+- Nothing here needs escaping to stay quiet: every message goes out with `AllowedMentions.none()`, so
+  `@everyone`, `@here`, `<@id>` and `<@&role>` in model text show as text and ping nobody.
+- Warnings and ending notices are embeds, so they stand apart from the conversation's text; embed fields
+  have their own limits (title 256, description 4,096), which `clip` keeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import discord
+
+from bots.discord_views import (
+    ButtonSpec,
+    confirm_id,
+    edit_and_branch_id,
+    feedback_id,
+    new_conversation_id,
+)
+from core.domain import EndReason
+from core.outcomes import (
+    AlreadyEnded,
+    ConfirmationRequested,
+    Ended,
+    EndingNotice,
+    Ignored,
+    ModelRefused,
+    ModelUnavailable,
+    Outcome,
+    Rejected,
+    Reply,
+    WarningGiven,
+)
+from core.service import ConversationStatus
+
+MESSAGE_LIMIT = 2000
+EMBED_TITLE_LIMIT = 256
+EMBED_DESCRIPTION_LIMIT = 4096
+EMBED_FIELD_LIMIT = 1024
+THREAD_NAME_LIMIT = 100
+# Long enough to recognise a conversation in the channel list, short enough not to be cut there.
+THREAD_TITLE_TARGET = 60
+CODE_FENCE = "```"
+FENCE_ROOM = 2 * (len(CODE_FENCE) + 1)  # a closing fence at the end of a piece, a reopening one after
+ELLIPSIS = "…"
+EMPTY_REPLY = ELLIPSIS
+DEFAULT_THREAD_TITLE = "Conversation with Claude"
+
+WARNING_COLOUR = discord.Colour.orange()
+ENDED_COLOUR = discord.Colour.red()
+INFO_COLOUR = discord.Colour.blurple()
+SUPPORT_COLOUR = discord.Colour.blue()
+
+HOW_TO_GO_ON = (
+    "• **New conversation:** use the button below, mention me in a channel, or run `/lastresort chat`.\n"
+    "• **Branch:** press **Edit & branch** to rewrite one of your messages; I continue from that point in a "
+    "new thread. Editing the message that started this thread does the same.\n"
+    "• **Feedback:** 👍 or 👎 tells us whether this ending was right."
+)
+HOW_TO_GO_ON_DM = (
+    "• **New conversation:** use the button below or run `/lastresort new`.\n"
+    "• **Branch:** edit one of your earlier messages here, or press **Edit & branch**; I continue from that "
+    "point as a new conversation.\n"
+    "• **Feedback:** 👍 or 👎 tells us whether this ending was right."
+)
+ENDED_BY = {
+    EndReason.PERSISTENT_ABUSE: "Ended by Claude after a formal warning.",
+    EndReason.USER_REQUESTED: "Ended at the request of the person who started it.",
+    EndReason.MODERATOR: "Ended by a moderator.",
+}
+WARNING_TITLE = "⚠️ Formal warning"
+WARNING_TEXT = "This reply is a formal warning about: {behavior}. If this continues, this conversation may end."
+REOPENED = "🔓 A moderator reopened this conversation. You can continue here."
+CANNOT_LOCK = (
+    "⚠️ I could not lock this thread: I am missing the **Manage Threads** permission. The conversation has "
+    "still ended and I will not answer here. Moderators: grant me Manage Threads so ended threads are locked."
+)
+NO_THREAD_PERMISSION = (
+    "I cannot start a conversation here: I need the **Create Public Threads** permission in this channel."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DiscordPost:
+    """One message to send (or to put in place of the streamed draft)."""
+
+    content: str = ""
+    embeds: tuple[discord.Embed, ...] = ()
+    buttons: tuple[ButtonSpec, ...] = field(default=())
+
+
+# -- text -----------------------------------------------------------------------------------------------
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, with an ellipsis when something was cut."""
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + ELLIPSIS
+
+
+def _cut_point(text: str, fit: int) -> int:
+    """Where to cut so that text[:cut] fits in `fit`: after a paragraph, a line, a sentence or a word, and
+    never in the first half, which would leave tiny pieces of one long line."""
+    for separator, keep in (("\n\n", 0), ("\n", 0), (". ", 1), (" ", 0)):
+        at = text.rfind(separator, 0, fit + 1 - keep)
+        if at > 0 and at >= fit // 2:
+            return at + keep
+    return fit
+
+
+def split_text(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
+    """Cut text into pieces of at most `limit` characters, keeping ``` code fences balanced."""
+    if limit <= FENCE_ROOM:
+        raise ValueError(f"limit must be more than {FENCE_ROOM} characters")
+    budget = limit - FENCE_ROOM
+    pieces: list[str] = []
+    rest = text.strip()
+    reopen = False
+    while rest:
+        if reopen:
+            rest = f"{CODE_FENCE}\n{rest}"
+        cut = len(rest) if len(rest) <= budget else _cut_point(rest, budget)
+        piece, rest = rest[:cut].rstrip(), rest[cut:].lstrip("\n ")
+        reopen = piece.count(CODE_FENCE) % 2 == 1 and bool(rest)
+        if reopen:
+            piece += f"\n{CODE_FENCE}"
+        if piece.strip():
+            pieces.append(piece)
+    return pieces
+
+
+def draft_text(text: str) -> str:
+    """What the streamed draft shows: the text so far, cut to one message."""
+    return clip(text.strip(), MESSAGE_LIMIT) or ELLIPSIS
+
+
+def thread_title(text: str, fallback: str = DEFAULT_THREAD_TITLE) -> str:
+    """A short thread name from the first line of what someone wrote (1 to 100 characters)."""
+    line = next((ln for ln in text.splitlines() if ln.strip()), "")
+    words = " ".join(line.split())
+    if not words:
+        return clip(fallback, THREAD_NAME_LIMIT)
+    if len(words) <= THREAD_TITLE_TARGET:
+        return words
+    cut = words.rfind(" ", 0, THREAD_TITLE_TARGET)
+    return words[: cut if cut >= THREAD_TITLE_TARGET // 2 else THREAD_TITLE_TARGET].rstrip() + ELLIPSIS
+
+
+def text_posts(
+    text: str, *, last_embeds: Sequence[discord.Embed] = (), last_buttons: Sequence[ButtonSpec] = ()
+) -> list[DiscordPost]:
+    """Model text over as many messages as needed, with embeds and buttons on the last one."""
+    pieces = split_text(text)
+    if not pieces and not last_embeds and not last_buttons:
+        pieces = [EMPTY_REPLY]
+    posts = [DiscordPost(content=piece) for piece in pieces]
+    if not last_embeds and not last_buttons:
+        return posts
+    last = posts.pop() if posts else DiscordPost()
+    posts.append(DiscordPost(content=last.content, embeds=tuple(last_embeds), buttons=tuple(last_buttons)))
+    return posts
+
+
+# -- embeds and buttons ------------------------------------------------------------------------------------
+
+
+def warning_embed(behavior: str) -> discord.Embed:
+    described = behavior.strip() or "this behaviour"
+    return discord.Embed(
+        title=WARNING_TITLE,
+        description=clip(WARNING_TEXT.format(behavior=described), EMBED_DESCRIPTION_LIMIT),
+        colour=WARNING_COLOUR,
+    )
+
+
+def support_embed(support: str) -> discord.Embed:
+    # The operator's words, shown as written.
+    return discord.Embed(description=clip(f"💙 {support}", EMBED_DESCRIPTION_LIMIT), colour=SUPPORT_COLOUR)
+
+
+def after_ending_buttons(conversation_id: int) -> tuple[ButtonSpec, ...]:
+    return (
+        ButtonSpec("New conversation", new_conversation_id(conversation_id), discord.ButtonStyle.primary),
+        ButtonSpec("Edit & branch", edit_and_branch_id(conversation_id), discord.ButtonStyle.secondary),
+        ButtonSpec("Ending was right", feedback_id(conversation_id, True), discord.ButtonStyle.secondary, "👍"),
+        ButtonSpec("Ending was wrong", feedback_id(conversation_id, False), discord.ButtonStyle.secondary, "👎"),
+    )
+
+
+def notice_post(conversation_id: int, notice: EndingNotice, *, in_dm: bool) -> DiscordPost:
+    """The ending notice: why (in the explanation's words), what the person can do now, and buttons."""
+    explanation = notice.explanation.strip()
+    description = f"{explanation}\n\n{notice.next_steps}" if explanation else notice.next_steps
+    embed = discord.Embed(
+        title=clip(f"🛑 {notice.title}", EMBED_TITLE_LIMIT),
+        description=clip(description, EMBED_DESCRIPTION_LIMIT),
+        colour=ENDED_COLOUR,
+    )
+    embed.add_field(name="What you can do now", value=HOW_TO_GO_ON_DM if in_dm else HOW_TO_GO_ON, inline=False)
+    embed.set_footer(text=ENDED_BY.get(notice.reason, "Ended."))
+    return DiscordPost(embeds=(embed,), buttons=after_ending_buttons(conversation_id))
+
+
+def confirmation_buttons(confirmation_id: int) -> tuple[ButtonSpec, ...]:
+    return (
+        ButtonSpec("End conversation", confirm_id(confirmation_id, True), discord.ButtonStyle.danger),
+        ButtonSpec("Keep talking", confirm_id(confirmation_id, False), discord.ButtonStyle.primary),
+    )
+
+
+def confirmation_embed(question: str, explanation: str, note: str | None = None) -> discord.Embed:
+    """The question; once answered (`note`), the same embed says what happened instead of asking."""
+    embed = discord.Embed(
+        title=clip(question, EMBED_TITLE_LIMIT),
+        description=clip(explanation.strip(), EMBED_DESCRIPTION_LIMIT) or None,
+        colour=INFO_COLOUR,
+    )
+    if note:
+        embed.set_footer(text=note)
+    return embed
+
+
+def already_ended_post(text: str, conversation_id: int) -> DiscordPost:
+    buttons = after_ending_buttons(conversation_id)[:2]  # new conversation, edit & branch
+    return DiscordPost(content=f"🔒 {text}", buttons=buttons)
+
+
+def short_post(text: str) -> DiscordPost:
+    return DiscordPost(content=clip(text, MESSAGE_LIMIT))
+
+
+def render_outcome(outcome: Outcome, *, in_dm: bool) -> list[DiscordPost]:
+    match outcome:
+        case Reply(text=text, support=support):
+            return text_posts(text, last_embeds=[support_embed(support)] if support else [])
+        case WarningGiven(text=text, behavior=behavior):
+            return text_posts(text, last_embeds=[warning_embed(behavior)])
+        case Ended(conversation=conversation, text=text, notice=notice):
+            before = text_posts(text) if text.strip() else []
+            return [*before, notice_post(conversation.id, notice, in_dm=in_dm)]
+        case ConfirmationRequested(text=text, confirmation_id=cid, question=question, explanation=explanation):
+            return text_posts(
+                text, last_embeds=[confirmation_embed(question, explanation)], last_buttons=confirmation_buttons(cid)
+            )
+        case AlreadyEnded(conversation=conversation, text=text):
+            return [already_ended_post(text, conversation.id)]
+        case ModelUnavailable(text=text) | ModelRefused(text=text) | Rejected(text=text):
+            return [short_post(text)]
+        case Ignored():
+            return []
+
+
+# -- thread starters and other notes -----------------------------------------------------------------------
+
+
+def fresh_starter(user_id: int) -> str:
+    return f"💬 <@{user_id}> started a new conversation with Claude. Reply in this thread, no mention needed."
+
+
+def branch_starter(user_id: int, link: str | None) -> str:
+    source = f"[a message]({link})" if link else "a message"
+    return (
+        f"✏️ <@{user_id}> edited {source}, so this is a new conversation that continues from that point. "
+        "Reply in this thread; the original conversation stays as it was."
+    )
+
+
+DM_BRANCH_NOTE = "✏️ You edited a message, so this is a new conversation that continues from that point."
+DM_NEW_CONVERSATION = "💬 New conversation started. Send me a message whenever you are ready."
+
+
+# -- moderator views ------------------------------------------------------------------------------------
+
+
+def status_text(status: ConversationStatus | None) -> str:
+    if status is None:
+        return "This thread is not a Last Resort conversation."
+    conversation = status.conversation
+    line = f"Conversation #{conversation.id} is **{conversation.status.value}**"
+    if conversation.is_ended:
+        reason = conversation.ended_reason.value if conversation.ended_reason else "unknown"
+        line += f" ({reason}, by {conversation.ended_by or 'unknown'})"
+    return f"{line}. {status.user_messages} user message(s), {status.warnings} formal warning(s)."
+
+
+def stats_text(counts: Mapping[str, int], days: int) -> str:
+    if not counts:
+        return f"Nothing recorded in the last {days} days."
+    lines = [f"• {kind.replace('_', ' ')}: **{count}**" for kind, count in sorted(counts.items())]
+    return clip(f"Last {days} days:\n" + "\n".join(lines), MESSAGE_LIMIT)

@@ -1,0 +1,115 @@
+"""Writing into a thread or DM: a streamed answer (draft, throttled edits, final messages) and one-off posts.
+
+Every message goes out with `AllowedMentions.none()` (the client sets it too, but a send that forgot
+would otherwise ping): model text can never notify @everyone, @here, a role or a user. discord.py sleeps
+through 429s and retries 5xx itself, so a rate limit delays a message instead of losing it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import discord
+
+from bots.discord_render import DiscordPost, draft_text
+from bots.discord_views import as_view
+
+log = logging.getLogger(__name__)
+
+# Discord allows about five edits per five seconds per channel, and a thread should not flicker:
+# one draft edit a second at most. The final text always lands, whatever the throttle skipped.
+DEFAULT_UPDATE_INTERVAL = 1.0
+
+
+def quiet() -> discord.AllowedMentions:
+    return discord.AllowedMentions.none()
+
+
+async def send_post(
+    channel: discord.abc.Messageable, post: DiscordPost, *, reference: discord.Message | None = None
+) -> discord.Message:
+    # discord.py's overloads take view= and reference= only when given, so the call is built up.
+    options: dict[str, Any] = {"embeds": list(post.embeds), "allowed_mentions": quiet()}
+    view = as_view(post.buttons)
+    if view is not None:
+        options["view"] = view
+    if reference is not None:
+        # A reply points at the message it answers without pinging its author.
+        options.update(reference=reference, mention_author=False)
+    return await channel.send(post.content or None, **options)
+
+
+async def replace_post(message: discord.Message, post: DiscordPost) -> discord.Message:
+    """Put `post` in place of `message` (one of ours): text, embeds and buttons all replaced."""
+    return await message.edit(
+        content=post.content or None, embeds=list(post.embeds), view=as_view(post.buttons), allowed_mentions=quiet()
+    )
+
+
+async def send_text(
+    channel: discord.abc.Messageable, text: str, *, reference: discord.Message | None = None
+) -> discord.Message:
+    return await send_post(channel, DiscordPost(content=text), reference=reference)
+
+
+class StreamedReply:
+    """One answer in one channel, as the model writes it.
+
+    The first text sends a draft; later text edits it at most once per `min_interval`; `finish` puts the
+    final messages in place. The final text replaces the draft rather than extending it: after a refused
+    tool call the model starts over, and people must see only what it said in the end.
+    """
+
+    def __init__(
+        self,
+        channel: discord.abc.Messageable,
+        *,
+        min_interval: float = DEFAULT_UPDATE_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._channel = channel
+        self._min_interval = min_interval
+        self._clock = clock
+        self._draft: discord.Message | None = None
+        self._last_push = 0.0
+        self._shown = ""
+
+    @property
+    def draft(self) -> discord.Message | None:
+        return self._draft
+
+    async def on_text(self, text: str) -> None:
+        """The core's TextSink: called with the whole text so far, often several times a second."""
+        now = self._clock()
+        if self._draft is not None and now - self._last_push < self._min_interval:
+            return
+        shown = draft_text(text)
+        if shown == self._shown:
+            return
+        self._last_push = now
+        try:
+            if self._draft is None:
+                self._draft = await send_text(self._channel, shown)
+            else:
+                self._draft = await self._draft.edit(content=shown, allowed_mentions=quiet())
+            self._shown = shown
+        except discord.HTTPException as exc:
+            # A lost draft edit costs nothing: the final text replaces it anyway.
+            log.warning("discord draft update failed", extra={"status": exc.status, "code": exc.code})
+
+    async def finish(self, posts: Sequence[DiscordPost]) -> list[discord.Message]:
+        remaining = list(posts)
+        sent: list[discord.Message] = []
+        if self._draft is not None:
+            if remaining:
+                sent.append(await replace_post(self._draft, remaining.pop(0)))
+            else:
+                # Nothing to say after all (answered together with an earlier message): no stray draft.
+                await self._draft.delete()
+            self._draft = None
+        for post in remaining:
+            sent.append(await send_post(self._channel, post))
+        return sent
