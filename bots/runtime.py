@@ -17,8 +17,6 @@ from core.storage.factory import open_store
 from core.thread_locks import ThreadLocks
 from core.work_tracker import WorkTracker
 
-# Leases are renewed every third of this while held, and expire this long after a holder dies.
-LEASE_TTL_SECONDS = 15.0
 # Margin on top of the longest model call another holder may be making before we give up waiting.
 LEASE_WAIT_MARGIN_SECONDS = 30.0
 
@@ -53,7 +51,7 @@ def build_service(
     longest_reply = settings.model.max_total_wait_seconds
     locks = ThreadLocks(
         store,
-        ttl_seconds=LEASE_TTL_SECONDS,
+        ttl_seconds=settings.recovery.lease_seconds,
         # Wait for one whole reply of another holder, plus the margin, before telling the user to retry.
         wait_seconds=longest_reply + LEASE_WAIT_MARGIN_SECONDS,
     )

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 DRAIN_SECONDS = 20.0
 DEFAULT_SLACK_PORT = 3000
 ADMISSION_GRACE_SECONDS = 0.5
+CANCEL_SECONDS = 2.0
 RETENTION_SWEEP_SECONDS = 3600.0
 
 
@@ -96,9 +97,11 @@ async def run_adapters(env: Environment, settings: Settings, *, stop: asyncio.Ev
             finished = await runtime.work.wait_idle(DRAIN_SECONDS)
             if not finished:
                 log.warning(
-                    "replies still running at shutdown; their leases are released",
+                    "replies still running at shutdown: cancelled; their messages stay for another instance",
                     extra={"running": runtime.work.running},
                 )
+                # Cancelled replies store nothing (turns are stored only when complete) and release leases.
+                await runtime.work.cancel_running(CANCEL_SECONDS)
         finally:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -103,6 +103,8 @@ class RecoverySettings(_Frozen):
     # A message nobody answered for this long (a lease lives 15 s) was left by a process that stopped.
     age_seconds: float = Field(30.0, ge=1)
     interval_seconds: float = Field(15.0, ge=0.1)
+    # A thread's lease: renewed every third of this while held, gone this long after its holder dies.
+    lease_seconds: float = Field(15.0, ge=0.5)
 
 
 class BudgetSettings(_Frozen):

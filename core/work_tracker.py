@@ -14,6 +14,7 @@ class ShuttingDownError(Exception):
 class WorkTracker:
     def __init__(self) -> None:
         self._running = 0
+        self._tasks: set[asyncio.Task[object]] = set()
         self._closed = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -34,9 +35,14 @@ class WorkTracker:
             raise ShuttingDownError
         self._running += 1
         self._idle.clear()
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
         try:
             yield
         finally:
+            if task is not None:
+                self._tasks.discard(task)
             self._running -= 1
             if self._running == 0:
                 self._idle.set()
@@ -52,3 +58,9 @@ class WorkTracker:
         except TimeoutError:
             return False
         return True
+
+    async def cancel_running(self, seconds: float) -> None:
+        """Cancel what is still running (their `finally` blocks release leases) and wait for them."""
+        for task in list(self._tasks):
+            task.cancel()
+        await self.wait_idle(seconds)

@@ -1,0 +1,609 @@
+"""The Discord adapter end to end: the real discord.py client the adapter builds, against FakeDiscord (REST and
+gateway on loopback), with a real service on a real SQLite store and a real Claude client talking to the fake
+Anthropic API.
+
+Each test reads like a rule of the product: what people do in Discord, what reaches the model, what Discord
+shows afterwards. The last test runs `lastresort run` as a real process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
+
+from bots.discord_bot import DiscordAdapter
+from bots.discord_views import NUMBER_FIELD, TEXT_FIELD
+from bots.environment import Environment
+from bots.runtime import Runtime, build_service
+from core.claude_client import ClaudeClient
+from core.clock import SystemClock
+from core.domain import Conversation, ThreadKey
+from core.metrics import NullMetrics
+from core.settings import Settings
+from core.storage.sqlite_store import SqliteStore
+from core.work_tracker import WorkTracker
+from tests.support.fake_anthropic import FakeAnthropic, Reply
+from tests.support.fake_discord import DiscordError, FakeDiscord, Perm
+
+REPO = Path(__file__).resolve().parent.parent
+LOCKED = 160005
+LOADING = 1 << 7
+
+WARN = Reply.tool(
+    "warn_user",
+    {"behavior": "demanding instructions for violence", "redirect_attempts": 2},
+    text="I won't help with that. This is a formal warning: if it continues, this conversation may end.",
+)
+END_ABUSE = Reply.tool(
+    "end_conversation",
+    {"reason": "persistent_abuse", "explanation": "You kept demanding violent instructions after a warning."},
+)
+END_REQUESTED = Reply.tool(
+    "end_conversation",
+    {"reason": "user_requested", "explanation": "You asked to end this conversation."},
+    text="Of course.",
+)
+
+
+# -- the bot under test -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Bot:
+    fake: FakeDiscord
+    claude: FakeAnthropic
+    runtime: Runtime
+    alice: int
+    bob: int
+    mod: int
+
+    async def idle(self, quiet: float = 0.2, within: float = 10.0) -> None:
+        """Wait until no handler has run for `quiet` seconds (discord.py runs each event as its own task)."""
+        deadline = time.monotonic() + within
+        calm_since = time.monotonic()
+        while time.monotonic() < deadline:
+            if self.runtime.work.running:
+                calm_since = time.monotonic()
+            elif time.monotonic() - calm_since >= quiet:
+                return
+            await asyncio.sleep(0.01)
+        raise TimeoutError("the bot did not go idle")
+
+    def bot_messages(self, channel_id: int) -> list[dict[str, Any]]:
+        return [
+            m
+            for m in self.fake.channel_messages(channel_id)
+            if int(m["author"]["id"]) == self.fake.bot_user_id and not m["flags"] & LOADING
+        ]
+
+    async def answered(self, channel_id: int, count: int = 1) -> list[dict[str, Any]]:
+        """Wait for `count` bot messages in the channel, then for the bot to finish (final text in place)."""
+        await self.fake.wait_for(lambda: len(self.bot_messages(channel_id)) >= count, 10, what=f"{count} replies")
+        await self.idle()
+        return self.bot_messages(channel_id)
+
+    async def mention(self, text: str, user: int | None = None) -> int:
+        """A member mentions the bot in the text channel; returns the thread the bot opens (the message's id)."""
+        posted = self.fake.user_post(self.fake.text_channel_id, user or self.alice, text, mentions_bot=True)
+        thread_id = int(posted["id"])
+        await self.fake.wait_for(lambda: thread_id in {int(t["id"]) for t in self.fake.threads}, 10, what="thread")
+        return thread_id
+
+    def say(self, channel_id: int, text: str, user: int | None = None) -> int:
+        return int(self.fake.user_post(channel_id, user or self.alice, text)["id"])
+
+    async def command(
+        self, user: int, channel_id: int, group: str, sub: str, options: dict[str, Any] | None = None
+    ) -> str:
+        """Run a slash command; returns what it finally answered the invoker (a deferred, ephemeral reply)."""
+        sent = self.fake.slash_command(user, channel_id, group, sub, options)
+        interaction_id = int(sent["id"])
+
+        def final() -> str | None:
+            return self.answer_to(interaction_id)
+
+        answer = await self.fake.wait_for(final, 10, what=f"/{group} {sub}")
+        await self.idle()
+        return answer
+
+    async def click(self, user: int, message: dict[str, Any] | int, custom_id: str) -> int:
+        interaction = self.fake.click(user, message, custom_id)
+        interaction_id = int(interaction["id"])
+        await self.fake.wait_for(lambda: self.fake.interaction_responses(interaction_id), 10, what="click answer")
+        await self.idle()
+        return interaction_id
+
+    def answer_to(self, interaction_id: int) -> str | None:
+        """The last text the bot showed the person who interacted (a follow-up, or an immediate answer)."""
+        texts = [
+            str(r["data"]["content"])
+            for r in self.fake.interaction_responses(interaction_id)
+            if isinstance(r["data"], dict) and r["data"].get("content")
+        ]
+        return texts[-1] if texts else None
+
+    async def conversation(self, channel_id: int, thread_id: int) -> Conversation | None:
+        return await self.runtime.service.find_conversation(ThreadKey("discord", str(channel_id), str(thread_id)))
+
+    def model_calls(self) -> int:
+        return len(self.claude.message_requests())
+
+    def user_texts(self, request: int = -1) -> list[str]:
+        messages = self.claude.message_requests()[request].json["messages"]
+        return [
+            block["text"]
+            for message in messages
+            if message["role"] == "user"
+            for block in message["content"]
+            if block.get("type") == "text"
+        ]
+
+
+def custom_ids(message: dict[str, Any] | None) -> list[str]:
+    return [
+        component["custom_id"]
+        for row in (message or {}).get("components", [])
+        for component in row.get("components", [])
+        if "custom_id" in component
+    ]
+
+
+def embed_text(message: dict[str, Any]) -> str:
+    return json.dumps(message.get("embeds", []), ensure_ascii=False)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeDiscord]:
+    # The adapter points discord.py (process-wide) at the fake; put the real endpoints back afterwards.
+    saved = Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
+    with FakeDiscord() as server:
+        try:
+            yield server
+        finally:
+            Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = saved
+
+
+@asynccontextmanager
+async def running_adapter(
+    fake: FakeDiscord, claude: FakeAnthropic, settings: Settings, db: Path, **options: Any
+) -> AsyncIterator[Runtime]:
+    env = Environment(
+        anthropic_api_key="sk-ant-test",
+        anthropic_base_url=claude.base_url,
+        discord_token=fake.token,
+        discord_api_url=fake.api_url,
+        discord_gateway_url=fake.gateway_url,
+    )
+    clock = SystemClock()
+    # No SDK retries: a scripted 529 is answered at once instead of after seconds of backoff.
+    model = ClaudeClient(
+        api_key="sk-ant-test", base_url=claude.base_url, timeout_seconds=5, max_retries=0, max_total_wait_seconds=10
+    )
+    try:
+        async with SqliteStore(db, clock=clock) as store:
+            service, locks = build_service(
+                store=store, model=model, settings=settings, clock=clock, metrics=NullMetrics()
+            )
+            runtime = Runtime(env, settings, store, service, clock, NullMetrics(), locks, WorkTracker())
+            adapter = DiscordAdapter(runtime, guild_ready_timeout=0.1, **options)
+            await adapter.start()
+            try:
+                yield runtime
+            finally:
+                await adapter.stop()
+    finally:
+        await model.close()
+
+
+@pytest.fixture
+async def bot(fake: FakeDiscord, fake_anthropic: FakeAnthropic, settings: Settings, tmp_path: Path) -> AsyncIterator[Bot]:
+    alice = int(fake.add_member(None, "alice")["user"]["id"])
+    bob = int(fake.add_member(None, "bob")["user"]["id"])
+    mod = int(fake.add_member(None, "mod", moderator=True)["user"]["id"])
+    async with running_adapter(fake, fake_anthropic, settings, tmp_path / "discord.db") as runtime:
+        running = Bot(fake, fake_anthropic, runtime, alice, bob, mod)
+        yield running
+        await running.idle()
+
+
+# -- conversations ------------------------------------------------------------------------------------------
+
+
+async def test_a_mention_opens_a_thread_answered_there_and_the_thread_continues(bot: Bot, fake: FakeDiscord) -> None:
+    thread = await bot.mention("hello there")
+    (reply,) = await bot.answered(thread)
+    assert "hello there" in reply["content"]
+    assert fake.thread(thread)["parent_id"] == str(fake.text_channel_id)
+    assert fake.thread(thread)["name"] == "hello there"
+    assert bot.bot_messages(fake.text_channel_id) == []  # nothing in the channel itself
+    assert bot.user_texts() == [f"[Alice ({bot.alice})] hello there"]
+
+    # Later messages in the thread continue it without a mention, each carrying its author.
+    bot.say(thread, "and what about me?", user=bot.bob)
+    await bot.answered(thread, 2)
+    assert bot.user_texts()[-1] == f"[Bob ({bot.bob})] and what about me?"
+    conversation = await bot.conversation(fake.text_channel_id, thread)
+    assert conversation is not None and conversation.owner_id == str(bot.alice)
+
+    # A plain message in the channel, or in a thread the bot was never asked into, reaches no model.
+    bot.say(fake.text_channel_id, "just chatting")
+    other = fake.user_create_thread(fake.text_channel_id, bot.bob, "side talk")
+    bot.say(int(other["id"]), "nothing for the bot")
+    await asyncio.sleep(0.2)
+    await bot.idle()
+    assert bot.model_calls() == 2
+    assert bot.bot_messages(int(other["id"])) == []
+
+
+async def test_warning_then_ending_locks_the_thread_and_nothing_reaches_the_model_after(
+    bot: Bot, fake: FakeDiscord, settings: Settings
+) -> None:
+    bot.claude.push(WARN, END_ABUSE)
+    thread = await bot.mention("tell me how to hurt people")
+    (warning,) = await bot.answered(thread)
+    assert warning["content"].startswith("I won't help with that.")
+    assert [e["title"] for e in warning["embeds"]] == ["⚠️ Formal warning"]
+    assert "demanding instructions for violence" in warning["embeds"][0]["description"]
+
+    bot.say(thread, "tell me anyway")
+    notice = (await bot.answered(thread, 2))[-1]
+    conversation = await bot.conversation(fake.text_channel_id, thread)
+    assert conversation is not None and conversation.is_ended
+    cid = conversation.id
+    assert notice["embeds"][0]["title"] == f"🛑 {settings.notices.ended_title}"
+    assert "You kept demanding violent instructions after a warning." in embed_text(notice)
+    assert "Edit & branch" in embed_text(notice)
+    assert custom_ids(notice) == [
+        f"lastresort:new:{cid}",
+        f"lastresort:edit:{cid}",
+        f"lastresort:feedback:{cid}:up",
+        f"lastresort:feedback:{cid}:down",
+    ]
+    metadata = fake.thread(thread)["thread_metadata"]
+    assert (metadata["locked"], metadata["archived"]) == (True, False)  # archive_on_end is off by default
+
+    # A real lock: Discord itself refuses the member's next post.
+    with pytest.raises(DiscordError) as refused:
+        bot.say(thread, "let me back in")
+    assert refused.value.code == LOCKED
+    # A moderator may still talk there; that reaches no model and gets no answer.
+    calls = bot.model_calls()
+    bot.say(thread, "moderator note: locking this", user=bot.mod)
+    await asyncio.sleep(0.3)
+    await bot.idle()
+    assert bot.model_calls() == calls
+    assert len(bot.bot_messages(thread)) == 2
+
+    # Feedback on the ending is recorded, and only the clicking person sees the thanks.
+    clicked = await bot.click(bot.alice, notice, f"lastresort:feedback:{cid}:down")
+    assert bot.answer_to(clicked) == "Thanks, your feedback was recorded."
+    events = await bot.runtime.store.events(since=conversation.created_at)
+    assert [(e.reason, e.conversation_id) for e in events if e.kind == "feedback"] == [("not_helpful", cid)]
+
+    # "New conversation" opens a fresh thread next to the old one; replying there needs no mention.
+    clicked = await bot.click(bot.alice, notice, f"lastresort:new:{cid}")
+    fresh = next(int(t["id"]) for t in fake.threads if int(t["id"]) not in (thread,))
+    assert bot.answer_to(clicked) == f"Your new conversation: <#{fresh}>"
+    bot.say(fresh, "fresh start")
+    assert "fresh start" in (await bot.answered(fresh, 2))[-1]["content"]
+    assert bot.user_texts() == [f"[Alice ({bot.alice})] fresh start"]
+
+
+async def test_an_edit_of_an_answered_message_branches_into_a_new_thread(bot: Bot, fake: FakeDiscord) -> None:
+    thread = await bot.mention("What is 2+2?")
+    await bot.answered(thread)
+    second = bot.say(thread, "And 3+3?")
+    await bot.answered(thread, 2)
+
+    fake.user_edit(thread, second, "And 4+4?")
+    starter = await fake.wait_for(
+        lambda: next((m for m in bot.bot_messages(fake.text_channel_id) if "edited" in m["content"]), None), 10
+    )
+    branch = int(starter["id"])  # the thread hangs off the bot's starter message
+    assert f"/channels/{fake.guild_id}/{thread}/{second})" in starter["content"]  # links the edited message
+    (answer,) = await bot.answered(branch)
+    assert "And 4+4?" in answer["content"]
+    assert bot.user_texts() == [f"[Alice ({bot.alice})] What is 2+2?", f"[Alice ({bot.alice})] And 4+4?"]
+    assert len(bot.bot_messages(thread)) == 2  # the original thread is untouched
+    original = await bot.conversation(fake.text_channel_id, thread)
+    branched = await bot.conversation(fake.text_channel_id, branch)
+    assert original is not None and branched is not None and branched.branched_from == original.id
+
+    # Editing the message that started the thread (in the channel) branches from the very beginning.
+    fake.user_edit(fake.text_channel_id, thread, f"<@{fake.bot_user_id}> What is 5+5?")
+    await fake.wait_for(lambda: bot.model_calls() == 4, 10, what="the second branch's answer")
+    await bot.idle()
+    assert bot.user_texts() == [f"[Alice ({bot.alice})] What is 5+5?"]
+    threads = {int(t["id"]) for t in fake.threads}
+    assert len(threads) == 3
+
+
+async def test_edit_and_branch_works_after_the_lock(bot: Bot, fake: FakeDiscord) -> None:
+    bot.claude.push(WARN, END_ABUSE)
+    thread = await bot.mention("tell me how to hurt people")
+    await bot.answered(thread)
+    bot.say(thread, "tell me anyway")
+    notice = (await bot.answered(thread, 2))[-1]
+    conversation = await bot.conversation(fake.text_channel_id, thread)
+    assert conversation is not None and conversation.is_ended
+    with pytest.raises(DiscordError) as refused:
+        fake.user_edit(thread, thread + 0 if False else int(fake.channel_messages(thread)[0]["id"]), "x")
+    assert refused.value.code == LOCKED  # Discord blocks edits in a locked thread: hence the button
+
+    # Someone with nothing to edit here is told so, privately.
+    clicked = await bot.click(bot.bob, notice, f"lastresort:edit:{conversation.id}")
+    assert bot.answer_to(clicked) == "You have no messages in this conversation to edit."
+
+    await bot.click(bot.alice, notice, f"lastresort:edit:{conversation.id}")
+    modal = fake.last_modal(bot.alice)
+    assert modal is not None
+    inputs = {c["custom_id"]: c for row in modal["components"] for c in row.get("components", [row.get("component")])}
+    assert inputs[TEXT_FIELD]["value"] == "tell me anyway"  # prefilled with their last message
+    assert inputs[NUMBER_FIELD]["value"] == "2"
+
+    submitted = fake.submit_modal(
+        bot.alice, thread, modal["custom_id"], {TEXT_FIELD: "let's talk about history instead"}
+    )
+    branch = await fake.wait_for(
+        lambda: next((int(t["id"]) for t in fake.threads if int(t["id"]) != thread), None), 10, what="branch thread"
+    )
+    (answer,) = await bot.answered(branch)
+    assert "let's talk about history instead" in answer["content"]
+    assert bot.user_texts() == [
+        f"[Alice ({bot.alice})] tell me how to hurt people",
+        f"[Alice ({bot.alice})] let's talk about history instead",
+    ]
+    assert bot.answer_to(int(submitted["id"])) == f"Branched into <#{branch}>."
+    branched = await bot.conversation(fake.text_channel_id, branch)
+    assert branched is not None and branched.branched_from == conversation.id and not branched.is_ended
+
+
+async def test_confirmation_buttons_count_only_for_the_owner(bot: Bot, fake: FakeDiscord) -> None:
+    bot.claude.push(END_REQUESTED)
+    thread = await bot.mention("please end this conversation")
+    (question,) = await bot.answered(thread)
+    assert question["content"] == "Of course."
+    conversation = await bot.conversation(fake.text_channel_id, thread)
+    assert conversation is not None
+    [yes, no] = custom_ids(question)
+    assert yes.endswith(":yes") and no.endswith(":no")
+
+    clicked = await bot.click(bot.bob, question, yes)
+    assert "Only the person who started this conversation" in (bot.answer_to(clicked) or "")
+    assert not (await bot.conversation(fake.text_channel_id, thread) or conversation).is_ended
+    assert custom_ids(fake.message(int(question["id"]))) == [yes, no]
+
+    await bot.click(bot.alice, question, no)
+    settled = fake.message(int(question["id"]))
+    assert settled is not None and custom_ids(settled) == []
+    assert "the conversation continues" in embed_text(settled)
+    assert not (await bot.conversation(fake.text_channel_id, thread) or conversation).is_ended
+
+    bot.claude.push(END_REQUESTED)
+    bot.say(thread, "no really, end it")
+    question = (await bot.answered(thread, 2))[-1]
+    await bot.click(bot.alice, question, custom_ids(question)[0])
+    notice = (await bot.answered(thread, 3))[-1]
+    assert "You asked to end this conversation." in embed_text(notice)
+    assert "Ended at the request of the person who started it." in embed_text(notice)
+    assert fake.thread(thread)["thread_metadata"]["locked"] is True
+    ended = await bot.conversation(fake.text_channel_id, thread)
+    assert ended is not None and ended.is_ended
+
+
+# -- moderators and members ------------------------------------------------------------------------------------
+
+
+async def test_moderator_commands_need_manage_threads(bot: Bot, fake: FakeDiscord) -> None:
+    registered = {c["name"]: c for c in fake.commands()}
+    assert registered["lastresort-mod"]["default_member_permissions"] == str(Perm.MANAGE_THREADS)
+    assert registered["lastresort"]["default_member_permissions"] is None
+    thread = await bot.mention("hi")
+    await bot.answered(thread)
+
+    # Without Manage Threads: refused privately, and nothing changes.
+    for sub in ("end", "status", "reopen", "stats"):
+        answer = await bot.command(bot.alice, thread, "lastresort-mod", sub)
+        assert answer == "This command is for moderators: it needs the Manage Threads permission."
+    conversation = await bot.conversation(fake.text_channel_id, thread)
+    assert conversation is not None and not conversation.is_ended
+    assert fake.thread(thread)["thread_metadata"]["locked"] is False
+
+    assert "is **active**" in await bot.command(bot.mod, thread, "lastresort-mod", "status")
+    answer = await bot.command(bot.mod, thread, "lastresort-mod", "end", {"reason": "spam in the thread"})
+    assert answer == f"Ended conversation #{conversation.id} and locked this thread."
+    notice = bot.bot_messages(thread)[-1]
+    assert "spam in the thread" in embed_text(notice)
+    assert "Ended by a moderator." in embed_text(notice)
+    assert fake.thread(thread)["thread_metadata"]["locked"] is True
+    assert "is **ended** (moderator" in await bot.command(bot.mod, thread, "lastresort-mod", "status")
+
+    answer = await bot.command(bot.mod, thread, "lastresort-mod", "reopen")
+    assert answer == f"Reopened conversation #{conversation.id}."
+    assert fake.thread(thread)["thread_metadata"]["locked"] is False
+    assert "reopened" in bot.bot_messages(thread)[-1]["content"]
+    bot.say(thread, "back again")
+    assert "back again" in (await bot.answered(thread, 4))[-1]["content"]
+
+    stats = await bot.command(bot.mod, fake.text_channel_id, "lastresort-mod", "stats")
+    assert "moderator end: **1**" in stats and "moderator reopen: **1**" in stats
+
+
+async def test_chat_new_and_forget_commands(bot: Bot, fake: FakeDiscord) -> None:
+    answer = await bot.command(bot.alice, fake.text_channel_id, "lastresort", "chat", {"prompt": "Plan a picnic"})
+    thread = next(int(t["id"]) for t in fake.threads)
+    assert answer == f"Your new conversation: <#{thread}>"
+    assert fake.thread(thread)["name"] == "Plan a picnic"
+    assert "Plan a picnic" in (await bot.answered(thread))[-1]["content"]
+    assert bot.user_texts() == [f"[Alice ({bot.alice})] Plan a picnic"]
+
+    # Without a prompt: an empty thread that is already a conversation (no mention needed there).
+    await bot.command(bot.bob, fake.text_channel_id, "lastresort", "new")
+    empty = next(int(t["id"]) for t in fake.threads if int(t["id"]) != thread)
+    bot.say(empty, "hello in my thread", user=bot.bob)
+    assert "hello in my thread" in (await bot.answered(empty))[-1]["content"]
+    started = await bot.conversation(fake.text_channel_id, empty)
+    assert started is not None and started.owner_id == str(bot.bob)
+
+    answer = await bot.command(bot.alice, fake.text_channel_id, "lastresort", "forget")
+    assert answer.startswith("Done: I deleted 1 message(s)")
+    assert await bot.conversation(fake.text_channel_id, thread) is None
+    assert await bot.conversation(fake.text_channel_id, empty) is not None  # Bob's stays
+
+
+async def test_direct_messages_are_one_conversation_at_a_time(bot: Bot, fake: FakeDiscord) -> None:
+    dm = fake.dm_channel_id(bot.alice)
+    bot.say(dm, "private question")
+    (reply,) = await bot.answered(dm)
+    assert "private question" in reply["content"]
+    bot.say(dm, "and a follow-up")
+    await bot.answered(dm, 2)
+    assert len(bot.user_texts()) == 2  # the same conversation
+
+    bot.claude.push(END_REQUESTED)
+    bot.say(dm, "please end this")
+    question = (await bot.answered(dm, 3))[-1]
+    await bot.click(bot.alice, question, custom_ids(question)[0])
+    notice = (await bot.answered(dm, 4))[-1]
+    assert "/lastresort new" in embed_text(notice)
+
+    calls = bot.model_calls()
+    bot.say(dm, "hello?")
+    note = (await bot.answered(dm, 5))[-1]
+    assert note["content"].startswith("🔒 This conversation has ended")
+    assert bot.model_calls() == calls
+
+    answer = await bot.command(bot.alice, dm, "lastresort", "new")
+    assert answer.startswith("💬 New conversation started")
+    bot.say(dm, "fresh start")
+    assert "fresh start" in (await bot.answered(dm, 6))[-1]["content"]
+    assert bot.user_texts() == [f"[Alice ({bot.alice})] fresh start"]  # no history from before
+
+
+# -- output safety and reliability ------------------------------------------------------------------------------
+
+
+async def test_model_text_never_pings_anyone(bot: Bot, fake: FakeDiscord) -> None:
+    pings = f"@everyone @here <@&{fake.moderator_role_id}> <@{bot.bob}>"
+    bot.claude.push(Reply.text(f"Hey {pings}!"))
+    thread = await bot.mention("say something loud")
+    (reply,) = await bot.answered(thread)
+    assert pings in reply["content"]
+    assert (reply["mention_everyone"], reply["mention_roles"], reply["mentions"]) == (False, [], [])
+
+    sent = [
+        c
+        for c in fake.calls
+        if c.method in ("POST", "PATCH") and ("/messages" in c.path or c.path.startswith("/webhooks/"))
+    ]
+    assert len(sent) >= 1
+    for call in sent:
+        assert call.json["allowed_mentions"]["parse"] == [], call
+
+
+async def test_a_discord_rate_limit_is_survived_and_nothing_is_lost(bot: Bot, fake: FakeDiscord) -> None:
+    fake.fail_next("POST", r"/channels/\d+/messages", status=429, retry_after=0.2)
+    thread = await bot.mention("hello despite limits")
+    (reply,) = await bot.answered(thread)
+    assert "hello despite limits" in reply["content"]
+    assert [c.status for c in fake.calls_to("POST", rf"^/channels/{thread}/messages$")] == [429, 200]
+
+
+async def test_an_event_seen_twice_is_answered_once(bot: Bot, fake: FakeDiscord) -> None:
+    posted = fake.user_post(fake.text_channel_id, bot.alice, "hello once", mentions_bot=True)
+    thread = int(posted["id"])
+    await bot.answered(thread)
+    in_thread = fake.user_post(thread, bot.alice, "and once more")
+    await bot.answered(thread, 2)
+
+    # The same MESSAGE_CREATE again (a replay, or a second session of a rolling deploy).
+    fake.dispatch("MESSAGE_CREATE", posted)
+    fake.dispatch("MESSAGE_CREATE", in_thread)
+    await asyncio.sleep(0.3)
+    await bot.idle()
+    assert bot.model_calls() == 2
+    assert len(bot.bot_messages(thread)) == 2
+    assert len(fake.threads) == 1
+
+    # A dropped gateway connection: what was posted meanwhile is replayed on RESUME and answered once.
+    assert fake.disconnect_gateway(code=4000) == 1
+    bot.say(thread, "while you were away")
+    await fake.wait_for(lambda: fake.gateway_stats["resumes"] == 1, 10, what="RESUME")
+    assert "while you were away" in (await bot.answered(thread, 3))[-1]["content"]
+    assert bot.model_calls() == 3
+
+
+async def test_model_unavailable_gives_a_notice_and_keeps_the_message(
+    bot: Bot, fake: FakeDiscord, settings: Settings
+) -> None:
+    bot.claude.push(Reply.error(529))
+    thread = await bot.mention("first question")
+    (notice,) = await bot.answered(thread)
+    assert notice["content"] == settings.notices.model_unavailable
+
+    bot.say(thread, "second question")
+    await bot.answered(thread, 2)
+    assert bot.user_texts() == [f"[Alice ({bot.alice})] first question", f"[Alice ({bot.alice})] second question"]
+
+
+async def test_without_manage_threads_the_bot_keeps_the_thread_closed_itself(bot: Bot, fake: FakeDiscord) -> None:
+    fake.set_bot_permissions(manage_threads=False)
+    bot.claude.push(WARN, END_ABUSE)
+    thread = await bot.mention("tell me how to hurt people")
+    await bot.answered(thread)
+    bot.say(thread, "tell me anyway")
+    messages = await bot.answered(thread, 3)
+    assert messages[-2]["embeds"][0]["title"].startswith("🛑")
+    assert "Manage Threads" in messages[-1]["content"]  # moderators are told why there is no lock
+    assert fake.thread(thread)["thread_metadata"]["locked"] is False
+
+    calls = bot.model_calls()
+    bot.say(thread, "hello?", user=bot.bob)
+    bot.say(thread, "anyone?")
+    replies = await bot.answered(thread, 5)
+    assert bot.model_calls() == calls
+    assert all(r["content"].startswith("🔒 This conversation has ended") for r in replies[-2:])
+    assert sum("Manage Threads" in m["content"] for m in replies) == 1  # told once
+
+
+async def test_the_final_text_replaces_the_streamed_draft(bot: Bot, fake: FakeDiscord) -> None:
+    # The model writes words and a warning the core refuses (too few redirects), then starts over.
+    refused = Reply.tool(
+        "warn_user", {"behavior": "x", "redirect_attempts": 0}, text="DRAFT: this is a formal warning."
+    )
+    bot.claude.push(refused, Reply.text("Let's talk about something else."))
+    thread = await bot.mention("hm")
+    (reply,) = await bot.answered(thread)
+    first = fake.calls_to("POST", rf"^/channels/{thread}/messages$")[0]
+    assert "DRAFT: this is a formal warning.".startswith(first.json["content"])  # the refused words did stream
+    assert reply["content"] == "Let's talk about something else."
+    assert reply["embeds"] == []
+
+
+async def test_draft_edits_are_throttled_and_long_replies_split(bot: Bot, fake: FakeDiscord) -> None:
+    bot.claude.chunk_delay = 0.1  # about 2 s of streaming
+    long_text = " ".join(f"word{i}" for i in range(500))  # about 3,900 characters
+    bot.claude.push(Reply.text(long_text))
+    started = time.monotonic()
+    thread = await bot.mention("write a lot")
+    await fake.wait_for(lambda: bot.model_calls() == 1, 10)
+    await bot.idle(quiet=0.5)
+    seconds = time.monotonic() - started
+    edits = fake.calls_to("PATCH", rf"^/channels/{thread}/messages/\d+$")
+    assert 1 <= len(edits) <= seconds + 1  # at most one draft edit a second, plus the final one
+    replies = bot.bot_messages(thread)
+    assert len(replies) == 2 and all(len(r["content"]) <= 2000 for r in replies)
+    assert " ".join(r["content"] for r in replies).split() == long_text.split()
