@@ -220,7 +220,7 @@ class DiscordConversations:
         except discord.Forbidden as exc:
             if exc.code != MISSING_PERMISSIONS:
                 raise
-            log.warning("cannot lock an ended thread: missing Manage Threads", extra={"thread": channel.id})
+            log.warning("cannot lock an ended thread: missing Manage Threads", extra={"thread_id": channel.id})
             await send_text(channel, CANNOT_LOCK)
 
     async def reopen(self, thread: discord.Thread, *, moderator_id: int, reason: str = "") -> Conversation | None:
@@ -232,7 +232,7 @@ class DiscordConversations:
         try:
             await thread.edit(locked=False, archived=False)
         except discord.Forbidden:
-            log.warning("cannot unlock a reopened thread: missing Manage Threads", extra={"thread": thread.id})
+            log.warning("cannot unlock a reopened thread: missing Manage Threads", extra={"thread_id": thread.id})
         reopened = await self._service.moderator_reopen(key=key, moderator_id=str(moderator_id), reason=reason)
         await send_text(thread, REOPENED)
         return reopened

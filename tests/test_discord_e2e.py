@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -24,14 +25,16 @@ import pytest
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from bots.discord_bot import DiscordAdapter
+from bots.discord_bot import DiscordAdapter, build_client
+from bots.discord_invite import required_permissions
 from bots.discord_views import NUMBER_FIELD, TEXT_FIELD
 from bots.environment import Environment
 from bots.runtime import Runtime, build_service
 from core.claude_client import ClaudeClient
 from core.clock import SystemClock
-from core.domain import Conversation, ThreadKey
+from core.domain import Conversation, NewMessage, Role, ThreadKey
 from core.metrics import NullMetrics
+from core.prompt import user_text_block
 from core.settings import Settings
 from core.storage.sqlite_store import SqliteStore
 from core.work_tracker import WorkTracker
@@ -165,6 +168,17 @@ def embed_text(message: dict[str, Any]) -> str:
     return json.dumps(message.get("embeds", []), ensure_ascii=False)
 
 
+def discord_env(fake: FakeDiscord, claude: FakeAnthropic, **more: Any) -> Environment:
+    return Environment(
+        anthropic_api_key="sk-ant-test",
+        anthropic_base_url=claude.base_url,
+        discord_token=fake.token,
+        discord_api_url=fake.api_url,
+        discord_gateway_url=fake.gateway_url,
+        **more,
+    )
+
+
 @pytest.fixture
 def fake() -> Iterator[FakeDiscord]:
     # The adapter points discord.py (process-wide) at the fake; put the real endpoints back afterwards.
@@ -178,15 +192,15 @@ def fake() -> Iterator[FakeDiscord]:
 
 @asynccontextmanager
 async def running_adapter(
-    fake: FakeDiscord, claude: FakeAnthropic, settings: Settings, db: Path, **options: Any
+    fake: FakeDiscord,
+    claude: FakeAnthropic,
+    settings: Settings,
+    db: Path,
+    *,
+    env: Environment | None = None,
+    **options: Any,
 ) -> AsyncIterator[Runtime]:
-    env = Environment(
-        anthropic_api_key="sk-ant-test",
-        anthropic_base_url=claude.base_url,
-        discord_token=fake.token,
-        discord_api_url=fake.api_url,
-        discord_gateway_url=fake.gateway_url,
-    )
+    env = env or discord_env(fake, claude)
     clock = SystemClock()
     # No SDK retries: a scripted 529 is answered at once instead of after seconds of backoff.
     model = ClaudeClient(
@@ -209,7 +223,9 @@ async def running_adapter(
 
 
 @pytest.fixture
-async def bot(fake: FakeDiscord, fake_anthropic: FakeAnthropic, settings: Settings, tmp_path: Path) -> AsyncIterator[Bot]:
+async def bot(
+    fake: FakeDiscord, fake_anthropic: FakeAnthropic, settings: Settings, tmp_path: Path
+) -> AsyncIterator[Bot]:
     alice = int(fake.add_member(None, "alice")["user"]["id"])
     bob = int(fake.add_member(None, "bob")["user"]["id"])
     mod = int(fake.add_member(None, "mod", moderator=True)["user"]["id"])
@@ -298,7 +314,7 @@ async def test_warning_then_ending_locks_the_thread_and_nothing_reaches_the_mode
     fresh = next(int(t["id"]) for t in fake.threads if int(t["id"]) not in (thread,))
     assert bot.answer_to(clicked) == f"Your new conversation: <#{fresh}>"
     bot.say(fresh, "fresh start")
-    assert "fresh start" in (await bot.answered(fresh, 2))[-1]["content"]
+    assert "fresh start" in (await bot.answered(fresh))[-1]["content"]
     assert bot.user_texts() == [f"[Alice ({bot.alice})] fresh start"]
 
 
@@ -335,12 +351,12 @@ async def test_edit_and_branch_works_after_the_lock(bot: Bot, fake: FakeDiscord)
     bot.claude.push(WARN, END_ABUSE)
     thread = await bot.mention("tell me how to hurt people")
     await bot.answered(thread)
-    bot.say(thread, "tell me anyway")
+    mine = bot.say(thread, "tell me anyway")
     notice = (await bot.answered(thread, 2))[-1]
     conversation = await bot.conversation(fake.text_channel_id, thread)
     assert conversation is not None and conversation.is_ended
     with pytest.raises(DiscordError) as refused:
-        fake.user_edit(thread, thread + 0 if False else int(fake.channel_messages(thread)[0]["id"]), "x")
+        fake.user_edit(thread, mine, "tell me about history")
     assert refused.value.code == LOCKED  # Discord blocks edits in a locked thread: hence the button
 
     # Someone with nothing to edit here is told so, privately.
@@ -354,17 +370,15 @@ async def test_edit_and_branch_works_after_the_lock(bot: Bot, fake: FakeDiscord)
     assert inputs[TEXT_FIELD]["value"] == "tell me anyway"  # prefilled with their last message
     assert inputs[NUMBER_FIELD]["value"] == "2"
 
-    submitted = fake.submit_modal(
-        bot.alice, thread, modal["custom_id"], {TEXT_FIELD: "let's talk about history instead"}
-    )
+    submitted = fake.submit_modal(bot.alice, thread, modal["custom_id"], {TEXT_FIELD: "history, please"})
     branch = await fake.wait_for(
         lambda: next((int(t["id"]) for t in fake.threads if int(t["id"]) != thread), None), 10, what="branch thread"
     )
     (answer,) = await bot.answered(branch)
-    assert "let's talk about history instead" in answer["content"]
+    assert "history, please" in answer["content"]
     assert bot.user_texts() == [
         f"[Alice ({bot.alice})] tell me how to hurt people",
-        f"[Alice ({bot.alice})] let's talk about history instead",
+        f"[Alice ({bot.alice})] history, please",
     ]
     assert bot.answer_to(int(submitted["id"])) == f"Branched into <#{branch}>."
     branched = await bot.conversation(fake.text_channel_id, branch)
@@ -409,7 +423,7 @@ async def test_confirmation_buttons_count_only_for_the_owner(bot: Bot, fake: Fak
 
 async def test_moderator_commands_need_manage_threads(bot: Bot, fake: FakeDiscord) -> None:
     registered = {c["name"]: c for c in fake.commands()}
-    assert registered["lastresort-mod"]["default_member_permissions"] == str(Perm.MANAGE_THREADS)
+    assert int(registered["lastresort-mod"]["default_member_permissions"]) == Perm.MANAGE_THREADS
     assert registered["lastresort"]["default_member_permissions"] is None
     thread = await bot.mention("hi")
     await bot.answered(thread)
@@ -504,22 +518,24 @@ async def test_model_text_never_pings_anyone(bot: Bot, fake: FakeDiscord) -> Non
     assert pings in reply["content"]
     assert (reply["mention_everyone"], reply["mention_roles"], reply["mentions"]) == (False, [], [])
 
-    sent = [
-        c
-        for c in fake.calls
-        if c.method in ("POST", "PATCH") and ("/messages" in c.path or c.path.startswith("/webhooks/"))
-    ]
-    assert len(sent) >= 1
+    messages = re.compile(r"^/channels/\d+/messages(/\d+)?$|^/webhooks/")
+    sent = [c for c in fake.calls if c.method in ("POST", "PATCH") and messages.search(c.path)]
+    assert len(sent) >= 2  # the streamed draft and the final text
     for call in sent:
         assert call.json["allowed_mentions"]["parse"] == [], call
 
 
 async def test_a_discord_rate_limit_is_survived_and_nothing_is_lost(bot: Bot, fake: FakeDiscord) -> None:
+    # The first limit hits the thread's creation (the pattern also matches .../messages/{id}/threads),
+    # the second the answer posted in it.
     fake.fail_next("POST", r"/channels/\d+/messages", status=429, retry_after=0.2)
+    fake.fail_next("POST", r"^/channels/\d+/messages$", status=429, retry_after=0.2)
     thread = await bot.mention("hello despite limits")
     (reply,) = await bot.answered(thread)
     assert "hello despite limits" in reply["content"]
+    assert [c.status for c in fake.calls_to("POST", r"/threads$")] == [429, 201]
     assert [c.status for c in fake.calls_to("POST", rf"^/channels/{thread}/messages$")] == [429, 200]
+    assert len(fake.threads) == 1
 
 
 async def test_an_event_seen_twice_is_answered_once(bot: Bot, fake: FakeDiscord) -> None:
@@ -536,7 +552,8 @@ async def test_an_event_seen_twice_is_answered_once(bot: Bot, fake: FakeDiscord)
     await bot.idle()
     assert bot.model_calls() == 2
     assert len(bot.bot_messages(thread)) == 2
-    assert len(fake.threads) == 1
+    # Recognised as seen before: no second attempt at a thread (Discord would refuse it with 160004).
+    assert len(fake.calls_to("POST", r"/threads$")) == 1
 
     # A dropped gateway connection: what was posted meanwhile is replayed on RESUME and answered once.
     assert fake.disconnect_gateway(code=4000) == 1
@@ -607,3 +624,119 @@ async def test_draft_edits_are_throttled_and_long_replies_split(bot: Bot, fake: 
     replies = bot.bot_messages(thread)
     assert len(replies) == 2 and all(len(r["content"]) <= 2000 for r in replies)
     assert " ".join(r["content"] for r in replies).split() == long_text.split()
+
+
+async def test_a_message_a_dead_process_left_unanswered_is_answered_after_a_restart(
+    fake: FakeDiscord, fake_anthropic: FakeAnthropic, settings: Settings, tmp_path: Path
+) -> None:
+    alice = int(fake.add_member(None, "alice")["user"]["id"])
+    db = tmp_path / "restart.db"
+    async with running_adapter(fake, fake_anthropic, settings, db) as runtime:
+        before = Bot(fake, fake_anthropic, runtime, alice, alice, alice)
+        thread = await before.mention("first question")
+        await before.answered(thread)
+        conversation = await before.conversation(fake.text_channel_id, thread)
+        assert conversation is not None
+        # A process stored this message and died before answering it.
+        await runtime.store.add_message(
+            NewMessage(
+                conversation_id=conversation.id,
+                role=Role.USER,
+                blocks=(user_text_block("second question", author_name="Alice", author_id=str(alice)),),
+                author_id=str(alice),
+                author_name="Alice",
+                platform_message_id=str(fake.new_snowflake()),
+                answered=False,
+            )
+        )
+    async with running_adapter(fake, fake_anthropic, settings, db, recovery_age_seconds=0) as runtime:
+        after = Bot(fake, fake_anthropic, runtime, alice, alice, alice)
+        replies = await after.answered(thread, 2)
+        assert "second question" in replies[-1]["content"]
+        assert after.user_texts()[-1] == f"[Alice ({alice})] second question"
+
+
+async def test_shards_come_from_the_environment(
+    fake: FakeDiscord, fake_anthropic: FakeAnthropic, settings: Settings, tmp_path: Path
+) -> None:
+    alice = int(fake.add_member(None, "alice")["user"]["id"])
+    shard = (fake.guild_id >> 22) % 2  # Discord's rule for which shard a guild's events go to
+    env = discord_env(fake, fake_anthropic, discord_shard_count=2, discord_shard_ids=(shard,))
+    async with running_adapter(fake, fake_anthropic, settings, tmp_path / "shards.db", env=env) as runtime:
+        [session] = fake.sessions
+        assert session.shard == (shard, 2)
+        bot = Bot(fake, fake_anthropic, runtime, alice, alice, alice)
+        thread = await bot.mention("hello from a shard")
+        assert "hello from a shard" in (await bot.answered(thread))[-1]["content"]
+
+
+def test_shard_ids_without_a_shard_count_are_refused() -> None:
+    with pytest.raises(ValueError, match="DISCORD_SHARD_COUNT"):
+        build_client(Environment(discord_token="t", discord_shard_ids=(0,)), guild_ready_timeout=0.1)
+
+
+# -- the real process -----------------------------------------------------------------------------------------
+
+
+async def test_lastresort_run_answers_discord_and_stops_cleanly(
+    fake: FakeDiscord, fake_anthropic: FakeAnthropic, tmp_path: Path
+) -> None:
+    alice = int(fake.add_member(None, "alice")["user"]["id"])
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "DISCORD_TOKEN": fake.token,
+        "DISCORD_API_URL": fake.api_url,
+        "DISCORD_GATEWAY_URL": fake.gateway_url,
+        "ANTHROPIC_API_KEY": "sk-ant-process-test-key",
+        "ANTHROPIC_BASE_URL": fake_anthropic.base_url,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'run.db'}",
+        "LASTRESORT_CONFIG": str(REPO / "config" / "lastresort.yaml"),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bots.cli",
+        "run",
+        cwd=REPO,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        await fake.wait_for(
+            lambda: any(s.connected for s in fake.sessions) or process.returncode is not None, 20, what="a session"
+        )
+        assert process.returncode is None
+        posted = fake.user_post(fake.text_channel_id, alice, "hello from a process", mentions_bot=True)
+        thread = int(posted["id"])
+        await fake.wait_for(
+            lambda: (
+                any(
+                    'hello from a process"' in m["content"]
+                    for m in fake.channel_messages(thread)
+                    if int(m["author"]["id"]) == fake.bot_user_id
+                )
+                if thread in {int(t["id"]) for t in fake.threads}
+                else None
+            ),
+            15,
+            what="the reply",
+        )
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 25) == 0
+        assert time.monotonic() - started < 25
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.stdout is not None
+    logs = (await process.stdout.read()).decode()
+    replies = [m for m in fake.channel_messages(thread) if int(m["author"]["id"]) == fake.bot_user_id]
+    assert len(replies) == 1
+    assert f"client_id={fake.application_id}" in logs  # the invite link, with the permissions it needs
+    assert f"permissions={required_permissions().value}" in logs
+    for secret in (fake.token, "sk-ant-process-test-key"):
+        assert secret not in logs
+    assert "hello from a process" not in logs  # no message text in the logs

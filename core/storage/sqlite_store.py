@@ -84,6 +84,8 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
 
 # Event ids only need remembering for as long as a platform may redeliver (Slack retries for minutes).
 SEEN_EVENT_SECONDS = 24 * 3600
+# Forgetting old event ids is housekeeping: done on one claim in this many, not on every one.
+PRUNE_EVERY_CLAIMS = 500
 
 
 def sqlite_path(database_url: str) -> Path:
@@ -103,6 +105,7 @@ class SqliteStore:
         self._clock = clock
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        self._claims = 0
 
     async def open(self) -> None:
         try:
@@ -154,12 +157,17 @@ class SqliteStore:
             await db.execute("COMMIT")
 
     async def _one(self, sql: str, params: Sequence[object] = ()) -> aiosqlite.Row | None:
-        async with self._lock, self.db.execute(sql, params) as cursor:
-            return await cursor.fetchone()
+        found = await self._all(sql, params)
+        return found[0] if found else None
 
     async def _all(self, sql: str, params: Sequence[object] = ()) -> list[aiosqlite.Row]:
-        async with self._lock, self.db.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+        # One hop to the database thread (execute, fetch and close together): the store's hot path.
+        async with self._lock:
+            return list(await self.db.execute_fetchall(sql, params))
+
+    async def _write(self, sql: str, params: Sequence[object] = ()) -> aiosqlite.Row | None:
+        """One statement is its own transaction (autocommit), so it needs no BEGIN and COMMIT round trips."""
+        return await self._one(sql, params)
 
     def _now(self) -> str:
         return self._clock.now().isoformat()
@@ -257,29 +265,21 @@ class SqliteStore:
     async def end_conversation(
         self, *, conversation_id: int, reason: EndReason, explanation: str, actor: str
     ) -> Conversation:
-        async with (
-            self._tx() as db,
-            db.execute(
-                """UPDATE conversations SET status = ?, ended_reason = ?, ended_explanation = ?, ended_at = ?,
+        row = await self._write(
+            """UPDATE conversations SET status = ?, ended_reason = ?, ended_explanation = ?, ended_at = ?,
                    ended_by = ? WHERE id = ? RETURNING *""",
-                (Status.ENDED.value, reason.value, explanation, self._now(), actor, conversation_id),
-            ) as cursor,
-        ):
-            row = await cursor.fetchone()
+            (Status.ENDED.value, reason.value, explanation, self._now(), actor, conversation_id),
+        )
         if row is None:
             raise KeyError(conversation_id)
         return rows.conversation(row)
 
     async def reopen_conversation(self, *, conversation_id: int) -> Conversation:
-        async with (
-            self._tx() as db,
-            db.execute(
-                """UPDATE conversations SET status = ?, ended_reason = NULL, ended_explanation = NULL,
+        row = await self._write(
+            """UPDATE conversations SET status = ?, ended_reason = NULL, ended_explanation = NULL,
                    ended_at = NULL, ended_by = NULL WHERE id = ? RETURNING *""",
-                (Status.ACTIVE.value, conversation_id),
-            ) as cursor,
-        ):
-            row = await cursor.fetchone()
+            (Status.ACTIVE.value, conversation_id),
+        )
         if row is None:
             raise KeyError(conversation_id)
         return rows.conversation(row)
@@ -293,8 +293,8 @@ class SqliteStore:
 
     # -- messages ------------------------------------------------------------------------------------
 
-    async def _insert_message(self, db: aiosqlite.Connection, message: NewMessage) -> aiosqlite.Row | None:
-        async with db.execute(
+    def _insert_message_sql(self, message: NewMessage) -> tuple[str, tuple[object, ...]]:
+        return (
             """INSERT INTO messages (conversation_id, seq, role, blocks, author_id, author_name, platform,
                    platform_message_id, answered, created_at)
                SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ?,
@@ -313,12 +313,10 @@ class SqliteStore:
                 self._now(),
                 message.conversation_id,
             ),
-        ) as cursor:
-            return await cursor.fetchone()
+        )
 
     async def add_message(self, message: NewMessage) -> StoredMessage | None:
-        async with self._tx() as db:
-            row = await self._insert_message(db, message)
+        row = await self._write(*self._insert_message_sql(message))
         return rows.message(row) if row else None
 
     async def messages(self, conversation_id: int) -> list[StoredMessage]:
@@ -374,15 +372,13 @@ class SqliteStore:
         return stored
 
     async def exclude_message(self, message_id: int) -> None:
-        async with self._tx() as db:
-            await db.execute("UPDATE messages SET excluded = 1 WHERE id = ?", (message_id,))
+        await self._write("UPDATE messages SET excluded = 1 WHERE id = ?", (message_id,))
 
     async def mark_answered(self, *, conversation_id: int, up_to_seq: int) -> None:
-        async with self._tx() as db:
-            await db.execute(
-                "UPDATE messages SET answered = 1 WHERE conversation_id = ? AND seq <= ? AND answered = 0",
-                (conversation_id, up_to_seq),
-            )
+        await self._write(
+            "UPDATE messages SET answered = 1 WHERE conversation_id = ? AND seq <= ? AND answered = 0",
+            (conversation_id, up_to_seq),
+        )
 
     async def unanswered(self, *, older_than: datetime) -> list[StoredMessage]:
         found = await self._all(
@@ -396,15 +392,10 @@ class SqliteStore:
     # -- warnings and confirmations ---------------------------------------------------------------------
 
     async def add_warning(self, *, conversation_id: int, after_seq: int, behavior: str) -> Warning:
-        async with (
-            self._tx() as db,
-            db.execute(
-                "INSERT INTO warnings (conversation_id, after_seq, behavior, created_at) "
-                "VALUES (?, ?, ?, ?) RETURNING *",
-                (conversation_id, after_seq, behavior, self._now()),
-            ) as cursor,
-        ):
-            row = await cursor.fetchone()
+        row = await self._write(
+            "INSERT INTO warnings (conversation_id, after_seq, behavior, created_at) VALUES (?, ?, ?, ?) RETURNING *",
+            (conversation_id, after_seq, behavior, self._now()),
+        )
         assert row is not None
         return rows.warning(row)
 
@@ -413,15 +404,11 @@ class SqliteStore:
         return [rows.warning(r) for r in found]
 
     async def add_confirmation(self, *, conversation_id: int, owner_id: str, explanation: str) -> PendingConfirmation:
-        async with (
-            self._tx() as db,
-            db.execute(
-                """INSERT INTO confirmations (conversation_id, owner_id, explanation, created_at)
+        row = await self._write(
+            """INSERT INTO confirmations (conversation_id, owner_id, explanation, created_at)
                VALUES (?, ?, ?, ?) RETURNING *""",
-                (conversation_id, owner_id, explanation, self._now()),
-            ) as cursor,
-        ):
-            row = await cursor.fetchone()
+            (conversation_id, owner_id, explanation, self._now()),
+        )
         assert row is not None
         return rows.confirmation(row)
 
@@ -430,33 +417,20 @@ class SqliteStore:
         return rows.confirmation(row) if row else None
 
     async def resolve_confirmation(self, confirmation_id: int) -> bool:
-        async with (
-            self._tx() as db,
-            db.execute(
-                "UPDATE confirmations SET resolved = 1 WHERE id = ? AND resolved = 0 RETURNING id",
-                (confirmation_id,),
-            ) as cursor,
-        ):
-            row = await cursor.fetchone()
+        row = await self._write(
+            "UPDATE confirmations SET resolved = 1 WHERE id = ? AND resolved = 0 RETURNING id", (confirmation_id,)
+        )
         return row is not None
 
     # -- audit -----------------------------------------------------------------------------------------
 
     async def add_event(self, event: AuditEvent) -> None:
         created = (event.created_at or self._clock.now()).isoformat()
-        async with self._tx() as db:
-            await db.execute(
-                """INSERT INTO audit_events (kind, conversation_id, actor, reason, detail, created_at)
-                   VALUES (?, ?, ?, ?, ?, ?)""",
-                (
-                    event.kind,
-                    event.conversation_id,
-                    event.actor,
-                    event.reason,
-                    json.dumps(event.detail),
-                    created,
-                ),
-            )
+        await self._write(
+            """INSERT INTO audit_events (kind, conversation_id, actor, reason, detail, created_at)
+               VALUES (?, ?, ?, ?, ?, ?)""",
+            (event.kind, event.conversation_id, event.actor, event.reason, json.dumps(event.detail), created),
+        )
 
     async def events(self, *, since: datetime, limit: int = 10_000) -> list[AuditEvent]:
         found = await self._all(
@@ -476,46 +450,40 @@ class SqliteStore:
 
     async def claim_event(self, *, source: str, event_id: str) -> bool:
         now = time.time()
-        async with self._tx() as db:
-            await db.execute("DELETE FROM seen_events WHERE seen_at < ?", (now - SEEN_EVENT_SECONDS,))
-            async with db.execute(
-                "INSERT INTO seen_events (source, event_id, seen_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING "
-                "RETURNING event_id",
-                (source, event_id, now),
-            ) as cursor:
-                row = await cursor.fetchone()
+        self._claims += 1
+        if self._claims % PRUNE_EVERY_CLAIMS == 1:
+            await self._write("DELETE FROM seen_events WHERE seen_at < ?", (now - SEEN_EVENT_SECONDS,))
+        # An id last seen more than a day ago counts as new, whether or not it was pruned yet.
+        row = await self._write(
+            """INSERT INTO seen_events (source, event_id, seen_at) VALUES (?, ?, ?)
+               ON CONFLICT (source, event_id) DO UPDATE SET seen_at = excluded.seen_at
+               WHERE seen_events.seen_at < ?
+               RETURNING event_id""",
+            (source, event_id, now, now - SEEN_EVENT_SECONDS),
+        )
         return row is not None
 
     async def acquire_lease(self, *, name: str, holder: str, ttl_seconds: float) -> bool:
         now = time.time()
-        async with (
-            self._tx() as db,
-            db.execute(
-                """INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)
+        row = await self._write(
+            """INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)
                ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
                WHERE leases.expires_at < ? OR leases.holder = excluded.holder
                RETURNING holder""",
-                (name, holder, now + ttl_seconds, now),
-            ) as cursor,
-        ):
-            row = await cursor.fetchone()
+            (name, holder, now + ttl_seconds, now),
+        )
         return row is not None
 
     async def release_lease(self, *, name: str, holder: str) -> None:
-        async with self._tx() as db:
-            await db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
+        await self._write("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
 
     async def add_usage(self, *, scope: str, day: str, tokens: int) -> int:
-        async with (
-            self._tx() as db,
-            db.execute(
-                """INSERT INTO usage (scope, day, tokens) VALUES (?, ?, ?)
+        row = await self._write(
+            """INSERT INTO usage (scope, day, tokens) VALUES (?, ?, ?)
                ON CONFLICT (scope, day) DO UPDATE SET tokens = usage.tokens + excluded.tokens
                RETURNING tokens""",
-                (scope, day, tokens),
-            ) as cursor,
-        ):
-            row = await cursor.fetchone()
+            (scope, day, tokens),
+        )
         return int(row[0]) if row else 0
 
     async def usage(self, *, scope: str, day: str) -> int:

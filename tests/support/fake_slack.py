@@ -64,10 +64,12 @@ _MENTION_RE = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 
 
 class Call(NamedTuple):
-    """One request the fake received: the API method and its merged, token-less parameters."""
+    """One request the fake received: the API method, its merged, token-less parameters, and when it
+    arrived (time.monotonic(), so a benchmark in the same process can time replies)."""
 
     method: str
     params: JSON
+    at: float = 0.0
 
 
 class ResponsePost(NamedTuple):
@@ -877,7 +879,7 @@ class FakeSlack:
         except _ApiError as exc:
             return web.json_response({"ok": False, "error": exc.error})
         with self._cond:
-            self._calls.append(Call(method, copy.deepcopy(params)))
+            self._calls.append(Call(method, copy.deepcopy(params), time.monotonic()))
             fault = self._take_fault_locked(method)
             answer: JSON
             if fault is not None and not fault.applies_call:
@@ -1295,6 +1297,10 @@ class SlackDriver:
         base = f"v0:{timestamp}:{body}".encode()
         digest = hmac.new((secret or self.signing_secret).encode(), base, hashlib.sha256).hexdigest()
         return f"v0={digest}"
+
+    def signed_headers(self, body: str, content_type: str = "application/json") -> dict[str, str]:
+        """Headers for a body signed now, for callers that send it themselves (the benchmark)."""
+        return self._headers(body, content_type, {})
 
     def _headers(self, body: str, content_type: str, opts: SendOptions) -> dict[str, str]:
         timestamp = opts.get("timestamp", int(time.time()) - (600 if opts.get("stale") else 0))
