@@ -192,6 +192,8 @@ class DiscordAdapter:
     def _connection_ended(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or self._client is None or self._client.is_closed():
             return
+        if not self._ready.is_set():
+            return  # during start-up, start() raises it instead
         log.error(
             "the Discord gateway connection ended; this process no longer receives Discord events",
             exc_info=task.exception(),

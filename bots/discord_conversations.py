@@ -62,6 +62,9 @@ from core.settings import Settings
 log = logging.getLogger(__name__)
 
 MISSING_PERMISSIONS = 50013
+# Discord archives a quiet thread after this, and an archived thread takes no clicks: the longest choice
+# keeps "Edit & branch" on an ended conversation usable for a week.
+ARCHIVE_AFTER_MINUTES = 10080
 
 
 class DiscordStore(Protocol):
@@ -157,7 +160,7 @@ class DiscordConversations:
             return
         text = message_text(message, self._bot_id)
         try:
-            thread = await message.create_thread(name=thread_title(text))
+            thread = await message.create_thread(name=thread_title(text), auto_archive_duration=ARCHIVE_AFTER_MINUTES)
         except discord.Forbidden:
             log.warning("cannot create a thread: missing Create Public Threads", extra={"channel": channel.id})
             await send_post(channel, short_post(NO_THREAD_PERMISSION), reference=message)
@@ -243,7 +246,7 @@ class DiscordConversations:
         """A new thread for `user` to talk in, from a message the bot posts in `channel`."""
         starter = await send_text(channel, fresh_starter(user.id))
         title = thread_title(about, fallback=f"Conversation with {user.display_name}")
-        thread = await starter.create_thread(name=title)
+        thread = await starter.create_thread(name=title, auto_archive_duration=ARCHIVE_AFTER_MINUTES)
         return Place(thread, key_in_channel(channel.id, thread.id))
 
     async def open_dm(self, user_id: int) -> Place:
@@ -312,7 +315,8 @@ class DiscordConversations:
             return dm
         parent = await self._text_channel(int(place))
         starter = await send_text(parent, branch_starter(editor.id, link))
-        thread = await starter.create_thread(name=thread_title(new_text, fallback="Branched conversation"))
+        title = thread_title(new_text, fallback="Branched conversation")
+        thread = await starter.create_thread(name=title, auto_archive_duration=ARCHIVE_AFTER_MINUTES)
         return Place(thread, key_in_channel(parent.id, thread.id))
 
     async def answer_branch(

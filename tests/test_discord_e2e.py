@@ -35,7 +35,7 @@ from core.clock import SystemClock
 from core.domain import Conversation, NewMessage, Role, ThreadKey
 from core.metrics import NullMetrics
 from core.prompt import user_text_block
-from core.settings import Settings
+from core.settings import DiscordSettings, Settings
 from core.storage.sqlite_store import SqliteStore
 from core.work_tracker import WorkTracker
 from tests.support.fake_anthropic import FakeAnthropic, Reply
@@ -213,8 +213,8 @@ async def running_adapter(
             )
             runtime = Runtime(env, settings, store, service, clock, NullMetrics(), locks, WorkTracker())
             adapter = DiscordAdapter(runtime, guild_ready_timeout=0.1, **options)
-            await adapter.start()
             try:
+                await adapter.start()
                 yield runtime
             finally:
                 await adapter.stop()
@@ -668,6 +668,32 @@ async def test_shards_come_from_the_environment(
         bot = Bot(fake, fake_anthropic, runtime, alice, alice, alice)
         thread = await bot.mention("hello from a shard")
         assert "hello from a shard" in (await bot.answered(thread))[-1]["content"]
+
+
+async def test_archive_on_end_archives_after_the_notice(
+    fake: FakeDiscord, fake_anthropic: FakeAnthropic, settings: Settings, tmp_path: Path
+) -> None:
+    alice = int(fake.add_member(None, "alice")["user"]["id"])
+    mod = int(fake.add_member(None, "mod", moderator=True)["user"]["id"])
+    archiving = settings.model_copy(update={"discord": DiscordSettings(archive_on_end=True)})
+    async with running_adapter(fake, fake_anthropic, archiving, tmp_path / "archive.db") as runtime:
+        bot = Bot(fake, fake_anthropic, runtime, alice, alice, mod)
+        thread = await bot.mention("hi")
+        await bot.answered(thread)
+        await bot.command(mod, thread, "lastresort-mod", "end", {"reason": "closing up"})
+        assert "closing up" in embed_text(bot.bot_messages(thread)[-1])  # posted before the archive
+        metadata = fake.thread(thread)["thread_metadata"]
+        assert (metadata["locked"], metadata["archived"]) == (True, True)
+        assert metadata["auto_archive_duration"] == 10080
+
+
+async def test_start_fails_clearly_without_the_message_content_intent(
+    fake: FakeDiscord, fake_anthropic: FakeAnthropic, settings: Settings, tmp_path: Path
+) -> None:
+    fake.allowed_privileged_intents = 0  # Message Content not enabled in the Developer Portal
+    with pytest.raises(RuntimeError, match="Message Content"):
+        async with running_adapter(fake, fake_anthropic, settings, tmp_path / "intents.db"):
+            pass
 
 
 def test_shard_ids_without_a_shard_count_are_refused() -> None:
