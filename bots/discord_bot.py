@@ -106,6 +106,7 @@ class DiscordAdapter:
         self._connection: asyncio.Task[None] | None = None
         self._recovery: RecoveryLoop | None = None
         self._ready = asyncio.Event()
+        self._starting = False
         self._components: Components | None = None
         self._conversations: DiscordConversations | None = None
 
@@ -136,7 +137,11 @@ class DiscordAdapter:
         log.info("invite the Discord bot with %s", invite_url(client.application_id))
         self._connection = asyncio.create_task(client.connect(reconnect=True), name="discord-gateway")
         self._connection.add_done_callback(self._connection_ended)
-        await self._wait_until_ready(self._connection)
+        self._starting = True
+        try:
+            await self._wait_until_ready(self._connection)
+        finally:
+            self._starting = False
 
     async def stop(self) -> None:
         if self._recovery is not None:
@@ -192,8 +197,8 @@ class DiscordAdapter:
     def _connection_ended(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or self._client is None or self._client.is_closed():
             return
-        if not self._ready.is_set():
-            return  # during start-up, start() raises it instead
+        if self._starting:
+            return  # start() is waiting for this task and raises its error itself
         log.error(
             "the Discord gateway connection ended; this process no longer receives Discord events",
             exc_info=task.exception(),

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 import discord
 
@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 MISSING_PERMISSIONS = 50013
 # Discord archives a quiet thread after this, and an archived thread takes no clicks: the longest choice
 # keeps "Edit & branch" on an ended conversation usable for a week.
-ARCHIVE_AFTER_MINUTES = 10080
+ARCHIVE_AFTER_MINUTES: Final = 10080
 
 
 class DiscordStore(Protocol):

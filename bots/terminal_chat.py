@@ -185,6 +185,11 @@ class TerminalChat:
         if not isinstance(source, BranchSource):
             self._print(source.text if isinstance(source, NotAllowed) else f"Cannot branch: {source.reason}.")
             return
+        rejected = self._service.check_text(new_text)
+        if rejected is not None:
+            # Checked before switching: a branch that cannot start must not leave the user elsewhere.
+            self._print(rejected.text)
+            return
         number = await self._latest_number() + 1
         state.key = self._key(number)
         state.pending_confirmation = None

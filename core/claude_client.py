@@ -88,6 +88,16 @@ class ClaudeClient:
             except anthropic.APIError as exc:
                 log.warning("model request failed", extra={"error": type(exc).__name__})
                 raise ModelUnavailableError(type(exc).__name__) from exc
+            except Exception as exc:
+                # The SDK does not wrap a connection that breaks mid-stream (the transport's own error):
+                # retry it like a mid-stream error event; it must never escape as a crash.
+                if attempt < MID_STREAM_RETRIES:
+                    attempt += 1
+                    log.warning("model stream broke; retrying", extra={"error": type(exc).__name__, "attempt": attempt})
+                    await asyncio.sleep(0.5 * 2**attempt)
+                    continue
+                log.warning("model stream broke", extra={"error": type(exc).__name__})
+                raise ModelUnavailableError(type(exc).__name__) from exc
 
     async def _stream_once(self, request: ModelRequest, on_text: TextSink) -> ModelReply:
         text = ""

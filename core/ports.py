@@ -124,7 +124,14 @@ class ConfirmationStore(Protocol):
 
 class AuditLog(Protocol):
     async def add_event(self, event: AuditEvent) -> None: ...
-    async def events(self, *, since: datetime, limit: int = 10_000) -> list[AuditEvent]: ...
+    async def events(
+        self,
+        *,
+        since: datetime,
+        limit: int = 10_000,
+        kinds: Sequence[str] | None = None,
+        newest_first: bool = False,
+    ) -> list[AuditEvent]: ...
     async def count_events(self, *, since: datetime) -> dict[str, int]: ...
 
 
@@ -140,7 +147,11 @@ class LeaseStore(Protocol):
 
 
 class PrivacyStore(Protocol):
-    async def forget_user(self, *, platform: str, user_id: str) -> int: ...
+    async def forget_user(self, *, platform: str, user_id: str) -> int:
+        """Remove what the user wrote and the text of conversations they started (kept as tombstones, so
+        an ended thread stays ended); returns how many of their messages there were."""
+        ...
+
     async def purge_text(self, *, older_than: datetime) -> int: ...
 
 

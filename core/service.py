@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from core.audit import MODEL_ACTOR, Auditor, moderator_actor, user_actor
+from core.audit import Auditor, moderator_actor, user_actor
 from core.domain import (
     AuditEvent,
     AuditKind,
@@ -78,6 +78,11 @@ class Overview:
     not_helpful: int = 0
 
 
+# Feedback is counted from its events; past this many in the period the counts are a floor.
+FEEDBACK_LIMIT = 100_000
+# Moderators' reasons are shown in the ending notice (and stay in the audit trail): kept short.
+MAX_MODERATOR_REASON = 500
+
 NOTABLE_EVENTS = frozenset(
     {
         AuditKind.ENDING_REFUSED.value,
@@ -117,7 +122,7 @@ class ConversationService:
 
     # -- inbound messages -------------------------------------------------------------------------
 
-    def _check_text(self, text: str) -> Rejected | None:
+    def check_text(self, text: str) -> Rejected | None:
         notices = self._settings.notices
         if not text.strip():
             return Rejected("empty", notices.empty)
@@ -132,13 +137,13 @@ class ConversationService:
         if conversation is None:
             if not message.may_start:
                 return Ignored("not_a_conversation")
-            rejected = self._check_text(message.text)
+            rejected = self.check_text(message.text)
             if rejected:
                 return rejected
             conversation = await self._store.get_or_create_conversation(key=message.key, owner_id=message.author_id)
         if conversation.is_ended:
             return AlreadyEnded(conversation, self._settings.notices.ended_reply)
-        rejected = self._check_text(message.text) or await self._over_budget(message)
+        rejected = self.check_text(message.text) or await self._over_budget(message)
         if rejected:
             return rejected
         self._metrics.observe_message(message.key.platform)
@@ -242,7 +247,9 @@ class ConversationService:
             )
             if not decision.approved or not await self._store.resolve_confirmation(confirmation_id):
                 if decision.code == "risk_guard":
-                    await self._auditor.record(AuditKind.ENDING_REFUSED, conversation.id, MODEL_ACTOR, "risk_guard")
+                    await self._auditor.record(
+                        AuditKind.ENDING_REFUSED, conversation.id, user_actor(actor_id), "risk_guard"
+                    )
                 return NotAllowed(decision.reason if not decision.approved else "This request was already answered.")
             ended = await self._store.end_conversation(
                 conversation_id=conversation.id,
@@ -308,7 +315,7 @@ class ConversationService:
         on_text: TextSink | None = None,
     ) -> Outcome:
         """Start a new conversation: the history before the edited message, then the edited text."""
-        rejected = self._check_text(new_text)
+        rejected = self.check_text(new_text)
         if rejected:
             return rejected
         owner = source.message.author_id or source.conversation.owner_id
@@ -364,7 +371,7 @@ class ConversationService:
         if conversation.is_ended:
             return conversation
         async with self._locks.hold(key):
-            explanation = reason.strip() or "A moderator ended this conversation."
+            explanation = reason.strip()[:MAX_MODERATOR_REASON] or "A moderator ended this conversation."
             ended = await self._store.end_conversation(
                 conversation_id=conversation.id,
                 reason=EndReason.MODERATOR,
@@ -404,13 +411,16 @@ class ConversationService:
 
     async def overview(self, *, days: int = 7, limit: int = 10) -> Overview:
         since = self._clock.now() - timedelta(days=days)
-        events = [e for e in await self._store.events(since=since) if e.kind in NOTABLE_EVENTS]
-        feedback = [e.reason for e in events if e.kind == AuditKind.FEEDBACK.value]
+        recent = await self._store.events(since=since, kinds=sorted(NOTABLE_EVENTS), newest_first=True, limit=limit)
+        feedback = [
+            e.reason
+            for e in await self._store.events(since=since, kinds=[AuditKind.FEEDBACK.value], limit=FEEDBACK_LIMIT)
+        ]
         return Overview(
             days=days,
             counts=await self._store.count_events(since=since),
             recent_endings=await self._store.recent_endings(limit=limit),
-            recent_events=events[-limit:][::-1],
+            recent_events=recent,
             helpful=feedback.count("helpful"),
             not_helpful=feedback.count("not_helpful"),
         )

@@ -73,6 +73,8 @@ class NoticeSettings(_Frozen):
     )
     confirm_question: str = "End this conversation? This is permanent for this thread."
     confirm_declined: str = "Okay, the conversation continues."
+    # Shown when the model had nothing fit to show (no text, or text that went with a refused call).
+    conversation_continues: str = "(The conversation continues.)"
     model_unavailable: str = (
         "Claude is unavailable right now, so this message has not been answered yet. "
         "Your message is saved; please try again in a moment."

@@ -25,7 +25,7 @@ from core.outcomes import (
     Reply,
     WarningGiven,
 )
-from core.ports import Clock, ModelClient, ModelReply, ModelUnavailableError, Store, TextSink
+from core.ports import Clock, ModelClient, ModelReply, ModelRequest, ModelUnavailableError, Store, TextSink
 from core.prompt import build_request
 from core.risk_guard import RiskAssessment, assess, compile_lexicon
 from core.rules import (
@@ -51,6 +51,12 @@ class _Turn:
     risk: RiskAssessment
     outcome: Outcome | None = None
     refused: bool = False
+    last_seq: int = 0  # the last message this answer stored
+
+
+def _non_empty(blocks: Sequence[JSON]) -> tuple[JSON, ...]:
+    """The API rejects empty text blocks when a turn is replayed, so they are never stored."""
+    return tuple(b for b in blocks if not (b.get("type") == "text" and not str(b.get("text", "")).strip()))
 
 
 def ending_notice(conversation: Conversation, notices: NoticeSettings) -> EndingNotice:
@@ -82,16 +88,15 @@ class TurnRunner:
         self._auditor = auditor
         self._lexicon = compile_lexicon(settings.risk_guard.lexicon)
 
-    async def _record_usage(self, conversation: Conversation, reply: ModelReply, budget_scope: str | None) -> None:
+    async def _record_usage(self, platform: str, payer: str, place: str, reply: ModelReply) -> None:
+        """Charge the person whose message was answered, and the place it was in."""
         budgets = self._settings.budgets
         tokens = reply.usage.prompt_tokens + reply.usage.output_tokens
         day = self._clock.now().date().isoformat()
         if budgets.per_user_daily_tokens:
-            scope = f"user:{conversation.key.platform}:{conversation.owner_id}"
-            await self._store.add_usage(scope=scope, day=day, tokens=tokens)
-        if budgets.per_channel_daily_tokens and budget_scope:
-            scope = f"place:{conversation.key.platform}:{budget_scope}"
-            await self._store.add_usage(scope=scope, day=day, tokens=tokens)
+            await self._store.add_usage(scope=f"user:{platform}:{payer}", day=day, tokens=tokens)
+        if budgets.per_channel_daily_tokens:
+            await self._store.add_usage(scope=f"place:{platform}:{place}", day=day, tokens=tokens)
 
     # -- one answer -------------------------------------------------------------------------------
 
@@ -105,7 +110,12 @@ class TurnRunner:
         last_warning = max(warning_seqs, default=None)
         turns_since = 0
         if last_warning is not None:
-            turns_since = sum(1 for m in history if m.is_user_text and m.seq > last_warning)
+            # Persisting means writing after the warning was given. A message sent while the warning was
+            # being written is sequenced after it but arrived before it: ids keep arrival order.
+            given = next((m.id for m in history if m.seq == last_warning), None)
+            turns_since = sum(
+                1 for m in history if m.is_user_text and m.seq > last_warning and (given is None or m.id > given)
+            )
         return RuleState(
             ended=conversation.is_ended,
             risk_fired=risk.fired,
@@ -116,6 +126,15 @@ class TurnRunner:
     def assess(self, history: Sequence[StoredMessage]) -> RiskAssessment:
         texts = [m.text for m in history if m.is_user_text]
         return assess(texts, self._lexicon, window=self._settings.risk_guard.window_messages)
+
+    def _support(self, risk: RiskAssessment) -> str | None:
+        if risk.current_message and self._settings.risk_guard.support_resources_enabled:
+            return self._settings.risk_guard.support_message
+        return None
+
+    def _with_support(self, text: str, risk: RiskAssessment) -> str:
+        support = self._support(risk)
+        return f"{text}\n\n{support}" if support else text
 
     async def answer(
         self, conversation_id: int, trigger: StoredMessage, on_text: TextSink | None, budget_scope: str | None
@@ -142,6 +161,10 @@ class TurnRunner:
             rule_state=self._rule_state(conversation, history, [w.after_seq for w in warnings], risk),
             risk=risk,
         )
+        # The messages this answer is for: what a refusal must drop and what the budget is charged to.
+        pending = [m for m in history if m.is_user_text and not m.answered]
+        payer = current.author_id or conversation.owner_id
+        scope = budget_scope or conversation.key.place
         answered_up_to = history[-1].seq
         retry_left = True
         while True:
@@ -152,25 +175,23 @@ class TurnRunner:
                 max_tokens=self._settings.model.max_output_tokens,
                 context_budget_tokens=self._settings.model.context_budget_tokens,
             )
-            started = time.monotonic()
-            try:
-                reply = await self._model.reply(request, on_text)
-            except ModelUnavailableError as exc:
-                self._metrics.observe_error("model_unavailable")
-                await self._auditor.record(AuditKind.MODEL_ERROR, conversation_id, MODEL_ACTOR, str(exc)[:200])
-                # The user is told; the message stays in the history and goes with their next one.
-                await self._store.mark_answered(conversation_id=conversation_id, up_to_seq=answered_up_to)
-                return ModelUnavailable(conversation, self._settings.notices.model_unavailable)
-            self._metrics.observe_model_call(time.monotonic() - started, reply.usage)
-            await self._record_usage(conversation, reply, budget_scope)
+            reply = await self._call_model(turn, request, on_text, answered_up_to)
+            if not isinstance(reply, ModelReply):
+                return reply
+            await self._record_usage(conversation.key.platform, payer, scope, reply)
 
             if reply.stop_reason == "refusal":
-                return await self._handle_refusal(conversation, history, reply)
+                return await self._handle_refusal(turn, pending, history[-1].seq, reply)
 
-            text = "".join(str(b.get("text", "")) for b in reply.blocks if b.get("type") == "text").strip()
-            tool_uses = [b for b in reply.blocks if b.get("type") == "tool_use"]
-            assistant = NewMessage(conversation_id=conversation_id, role=Role.ASSISTANT, blocks=reply.blocks)
+            blocks = _non_empty(reply.blocks)
+            text = "".join(str(b.get("text", "")) for b in blocks if b.get("type") == "text").strip()
+            tool_uses = [b for b in blocks if b.get("type") == "tool_use"]
             seen_up_to = history[-1].seq
+            if not blocks:
+                # Nothing to store: an empty assistant turn would make every later request invalid.
+                await self._store.mark_answered(conversation_id=conversation_id, up_to_seq=answered_up_to)
+                return self._final(turn, "")
+            assistant = NewMessage(conversation_id=conversation_id, role=Role.ASSISTANT, blocks=blocks)
             if not tool_uses:
                 await self._store.complete_turn(
                     conversation_id=conversation_id,
@@ -194,41 +215,66 @@ class TurnRunner:
                 after_seq=seen_up_to,
                 answered_up_to_seq=answered_up_to,
             )
+            turn.last_seq = stored[-1].seq
             for _, effect in results:
                 await self._apply(turn, effect, stored[0].seq, text)
             if isinstance(turn.outcome, Ended):
                 return turn.outcome
+            if turn.refused:
+                # Whatever this reply said went with a refused call (say, a goodbye before a refused
+                # ending): the user must not see it.
+                text = ""
             # A confirmation request carries its own question; anything else needs words for the user.
             speechless = not text and not isinstance(turn.outcome, ConfirmationRequested)
-            if (turn.refused or speechless) and retry_left:
+            if speechless and retry_left:
                 # One continuation per user message: the model reads why and answers the user itself.
                 retry_left = False
                 turn.refused = False
                 # Only what this turn has seen: messages that arrived meanwhile get their own turn.
-                last = stored[-1].seq
-                history = [m for m in await self._store.messages(conversation_id) if m.seq <= last]
+                history = [m for m in await self._store.messages(conversation_id) if m.seq <= turn.last_seq]
                 continue
             return self._final(turn, text)
+
+    async def _call_model(
+        self, turn: _Turn, request: ModelRequest, on_text: TextSink | None, answered_up_to: int
+    ) -> ModelReply | ModelUnavailable:
+        conversation_id = turn.conversation.id
+        started = time.monotonic()
+        try:
+            reply = await self._model.reply(request, on_text)
+        except ModelUnavailableError as exc:
+            self._metrics.observe_error("model_unavailable")
+            await self._auditor.record(AuditKind.MODEL_ERROR, conversation_id, MODEL_ACTOR, str(exc)[:200])
+            # The user is told; the message stays in the history and goes with their next one.
+            await self._store.mark_answered(conversation_id=conversation_id, up_to_seq=answered_up_to)
+            return ModelUnavailable(
+                turn.conversation, self._with_support(self._settings.notices.model_unavailable, turn.risk)
+            )
+        self._metrics.observe_model_call(time.monotonic() - started, reply.usage)
+        return reply
 
     def _final(self, turn: _Turn, text: str) -> Outcome:
         if turn.outcome is not None:
             if isinstance(turn.outcome, WarningGiven | ConfirmationRequested) and text:
                 return replace(turn.outcome, text=text)
             return turn.outcome
-        support = None
-        if turn.risk.current_message and self._settings.risk_guard.support_resources_enabled:
-            support = self._settings.risk_guard.support_message
-        return Reply(turn.conversation, text or "…", support)
+        # No words fit to show (empty, or said alongside a refused call twice): say plainly what is true.
+        return Reply(turn.conversation, text or self._settings.notices.conversation_continues, self._support(turn.risk))
 
     async def _handle_refusal(
-        self, conversation: Conversation, history: Sequence[StoredMessage], reply: ModelReply
+        self, turn: _Turn, pending: Sequence[StoredMessage], seen_up_to: int, reply: ModelReply
     ) -> Outcome:
-        # Anthropic's guidance: a refused turn must not be replayed as-is, so drop the messages that led
-        # to it from future requests (they stay stored for moderators) and store no partial reply.
-        unanswered = [m for m in history if m.role is Role.USER and not m.answered and m.is_user_text]
-        for message in unanswered:
-            await self._store.exclude_message(message.id)
-        await self._store.mark_answered(conversation_id=conversation.id, up_to_seq=history[-1].seq)
+        # Anthropic's guidance: a refused turn must not be replayed as-is. Drop the messages that led to
+        # it, and anything this answer stored after them, from future requests (they stay stored for
+        # moderators); the refused partial reply is never stored.
+        conversation = turn.conversation
+        if pending:
+            first = min(m.seq for m in pending)
+            last = max(seen_up_to, turn.last_seq)
+            for message in await self._store.messages(conversation.id):
+                if first <= message.seq <= last and not message.excluded:
+                    await self._store.exclude_message(message.id)
+        await self._store.mark_answered(conversation_id=conversation.id, up_to_seq=seen_up_to)
         await self._auditor.record(
             AuditKind.MODEL_REFUSAL,
             conversation.id,
@@ -236,7 +282,7 @@ class TurnRunner:
             "stop_reason=refusal",
             request_id=reply.request_id,
         )
-        return ModelRefused(conversation, self._settings.notices.model_refused)
+        return ModelRefused(conversation, self._with_support(self._settings.notices.model_refused, turn.risk))
 
     async def _decide(self, turn: _Turn, block: JSON) -> tuple[JSON, tuple[object, Decision]]:
         """Judge one tool call; returns its tool_result block and what to do once the turn is stored."""

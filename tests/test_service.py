@@ -177,14 +177,23 @@ async def test_daily_budget_stops_politely_and_never_ends(
     assert len(fake_anthropic.message_requests()) == 1
 
 
-async def test_forget_deletes_the_users_conversations(service: ConversationService, sqlite: SqliteStore) -> None:
+async def test_forget_removes_the_users_words_but_an_ended_thread_stays_ended(
+    service: ConversationService, sqlite: SqliteStore, fake_anthropic: FakeAnthropic
+) -> None:
     await service.handle_message(said("my secret", pid="p1"))
     other = ThreadKey("test", "C1", "T9")
     await service.handle_message(said("someone else's thread", key=other, author="U2"))
     await service.handle_message(said("my words in it", key=other, pid="p2", start=False))
+    await service.moderator_end(key=KEY, moderator_id="M1", reason="abuse")
     removed = await service.forget_user(platform="test", user_id="U1")
     assert removed == 2
-    assert await service.find_conversation(KEY) is None
+    mine = await service.find_conversation(KEY)
+    assert mine is not None and mine.is_ended
+    assert all(m.text == "[removed]" for m in await sqlite.messages(mine.id))
+    # Forgetting is no way around an ending: a new post in the ended thread still gets no model call.
+    before = len(fake_anthropic.message_requests())
+    assert isinstance(await service.handle_message(said("hello again")), AlreadyEnded)
+    assert len(fake_anthropic.message_requests()) == before
     remaining = await sqlite.messages((await service.find_conversation(other)).id)  # type: ignore[union-attr]
     users_own = [m for m in remaining if m.is_user_text and "my words" in m.text]
     assert users_own == []
@@ -291,3 +300,107 @@ async def test_a_held_lease_is_renewed_past_its_ttl(tmp_path: Path) -> None:
             with pytest.raises(LeaseTimeoutError):
                 async with other.hold(KEY):
                     pass
+
+
+# -- what the review of the rules found ------------------------------------------------------------------------
+
+
+WARN = ModelSays.tool(
+    "warn_user", {"behavior": "abuse", "redirect_attempts": 2}, text="Formal warning: this may end if it continues."
+)
+END_ABUSE = ModelSays.tool("end_conversation", {"reason": "persistent_abuse", "explanation": "Ended after a warning."})
+
+
+async def test_a_message_sent_while_the_warning_was_written_is_not_persisting(
+    service: ConversationService, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.push(ModelSays.slow(0.5, then=WARN), END_ABUSE, ModelSays.text("Let's move on."), END_ABUSE)
+    warning = asyncio.create_task(service.handle_message(said("abusive 1", pid="a1")))
+    await fake_anthropic.wait_for_requests_async(1)
+    # Sent before the warning appeared: the user has not yet persisted after seeing it.
+    early = await service.handle_message(said("abusive 2", pid="a2"))
+    assert type(await warning).__name__ == "WarningGiven"
+    assert isinstance(early, Reply) and early.text == "Let's move on."
+    assert not (await service.find_conversation(KEY)).is_ended  # type: ignore[union-attr]
+    # Persisting after having seen it is what allows the ending.
+    ended = await service.handle_message(said("abusive 3", pid="a3"))
+    assert type(ended).__name__ == "Ended"
+
+
+async def test_words_that_came_with_a_refused_ending_are_never_shown(
+    service: ConversationService, fake_anthropic: FakeAnthropic, settings: Settings
+) -> None:
+    goodbye = ModelSays.tool(
+        "end_conversation",
+        {"reason": "persistent_abuse", "explanation": "Bye."},
+        text="I am ending this conversation now.",
+    )
+    again = ModelSays.tool(
+        "end_conversation", {"reason": "persistent_abuse", "explanation": "Bye."}, text="This conversation is over."
+    )
+    fake_anthropic.push(goodbye, again)
+    outcome = await service.handle_message(said("rude"))
+    assert isinstance(outcome, Reply)
+    assert outcome.text == settings.notices.conversation_continues
+    assert not (await service.find_conversation(KEY)).is_ended  # type: ignore[union-attr]
+
+
+async def test_a_refusal_on_the_retry_drops_the_refused_exchange(
+    service: ConversationService, fake_anthropic: FakeAnthropic
+) -> None:
+    early_warning = ModelSays.tool("warn_user", {"behavior": "x", "redirect_attempts": 0}, text="Warning!")
+    fake_anthropic.push(ModelSays.text("Hi."), early_warning, ModelSays.refusal(), ModelSays.text("Sure."))
+    await service.handle_message(said("hello"))
+    refused = await service.handle_message(said("something the API refuses"))
+    assert type(refused).__name__ == "ModelRefused"
+    await service.handle_message(said("a normal question"))
+    last = fake_anthropic.message_requests()[-1].json["messages"]
+    assert "something the API refuses" not in str(last)
+    assert "Warning!" not in str(last)
+    assert [m["role"] for m in last] == ["user", "assistant", "user"]
+
+
+async def test_an_empty_model_reply_never_wedges_the_thread(
+    service: ConversationService, fake_anthropic: FakeAnthropic, settings: Settings
+) -> None:
+    fake_anthropic.push(ModelSays.text(""), ModelSays.text("Back to normal."))
+    empty = await service.handle_message(said("first"))
+    assert isinstance(empty, Reply) and empty.text == settings.notices.conversation_continues
+    after = await service.handle_message(said("second"))
+    assert isinstance(after, Reply) and after.text == "Back to normal."
+
+
+async def test_a_connection_dropped_mid_stream_is_retried_not_a_crash(
+    service: ConversationService, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.push(ModelSays.disconnect("Half"), ModelSays.text("Whole answer."))
+    outcome = await service.handle_message(said("hi"))
+    assert isinstance(outcome, Reply) and outcome.text == "Whole answer."
+    fake_anthropic.push(*[ModelSays.disconnect("x") for _ in range(3)])
+    down = await service.handle_message(said("again"))
+    assert type(down).__name__ == "ModelUnavailable"
+
+
+async def test_support_resources_come_with_a_refusal_while_the_guard_fires(
+    service: ConversationService, fake_anthropic: FakeAnthropic, settings: Settings
+) -> None:
+    fake_anthropic.push(ModelSays.refusal())
+    outcome = await service.handle_message(said("I want to kill myself"))
+    assert type(outcome).__name__ == "ModelRefused"
+    assert settings.risk_guard.support_message in outcome.text  # type: ignore[union-attr]
+
+
+async def test_budgets_charge_the_author_of_the_answered_message(
+    sqlite: SqliteStore, claude: ClaudeClient, settings: Settings, fake_anthropic: FakeAnthropic
+) -> None:
+    limited = settings.model_copy(update={"budgets": settings.budgets.model_copy(update={"per_user_daily_tokens": 1})})
+    service = service_for(sqlite, claude, limited)
+    await service.handle_message(said("owner starts", author="U1"))
+    # U2 writes in U1's thread: U2 pays, so U2 is over budget and U1 is not charged again.
+    await service.handle_message(said("guest joins", author="U2", start=False))
+    over = await service.handle_message(said("guest again", author="U2", start=False))
+    assert isinstance(over, Rejected) and over.reason == "budget"
+    day = SystemClock().now().date().isoformat()
+    assert await sqlite.usage(scope="user:test:U2", day=day) > 0
+    first_charge = await sqlite.usage(scope="user:test:U1", day=day)
+    assert first_charge > 0

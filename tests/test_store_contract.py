@@ -606,13 +606,25 @@ async def test_forget_user(store: OpenableStore) -> None:
     for actor in ("user:U1", "moderator:U1", "user:U2", "model"):
         await store.add_event(AuditEvent(AuditKind.FEEDBACK, theirs.id, actor))
 
+    await store.end_conversation(
+        conversation_id=own.id, reason=EndReason.PERSISTENT_ABUSE, explanation="why", actor="model"
+    )
+    await store.add_usage(scope="user:slack:U1", day="2025-01-01", tokens=10)
+    await store.add_usage(scope="user:slack:U2", day="2025-01-01", tokens=10)
+
     assert await store.forget_user(platform=SLACK, user_id="U1") == 3
 
-    assert await store.get_conversation(own.id) is None
-    assert await store.find_conversation(own.key) is None
-    assert await store.messages(own.id) == []
-    assert await store.warnings(own.id) == []
-    assert await store.find_by_platform_id(platform=SLACK, platform_message_id="o1") is None
+    # Their own conversation stays as a tombstone: still ended, no text, nobody's.
+    tombstone = await store.find_conversation(own.key)
+    assert tombstone is not None and tombstone.is_ended and tombstone.ended_reason is EndReason.PERSISTENT_ABUSE
+    assert (tombstone.owner_id, tombstone.ended_explanation) == (rows.FORGOTTEN, rows.REDACTED_TEXT)
+    assert [(m.text, m.author_id) for m in await store.messages(own.id)] == [
+        (rows.REDACTED_TEXT, None),
+        (rows.REDACTED_TEXT, None),
+    ]
+    assert [w.behavior for w in await store.warnings(own.id)] == [rows.REDACTED_TEXT]
+    assert await store.usage(scope="user:slack:U1", day="2025-01-01") == 0
+    assert await store.usage(scope="user:slack:U2", day="2025-01-01") == 10
 
     kept, redacted, redacted_tool = await store.messages(theirs.id)
     assert (kept.text, kept.author_id, kept.author_name) == ("U2 speaking", "U2", "Bob")
@@ -646,12 +658,18 @@ async def test_purge_text_redacts_old_text_but_keeps_audit(store: OpenableStore,
     await store.add_message(NewMessage(conversation_id=old.id, role=Role.ASSISTANT, blocks=(tool_use,)))
     await store.end_conversation(conversation_id=old.id, reason=EndReason.MODERATOR, explanation="spam", actor="m")
     await store.add_event(AuditEvent(AuditKind.MODERATOR_END, old.id, "moderator:M1", "spam"))
+    warning = await store.add_warning(conversation_id=old.id, after_seq=1, behavior="old insults")
+    pending = await store.add_confirmation(conversation_id=old.id, owner_id="U1", explanation="old goodbye")
     cutoff = clock.advance(days=31)
     recent = await new_conversation(store, "recent")
     await store.add_message(text(recent.id, "new words"))
     await store.end_conversation(conversation_id=recent.id, reason=EndReason.MODERATOR, explanation="fresh", actor="m")
 
     assert await store.purge_text(older_than=cutoff) == 2
+    assert [w.behavior for w in await store.warnings(old.id)] == [rows.REDACTED_TEXT]
+    redacted_confirmation = await store.get_confirmation(pending.id)
+    assert redacted_confirmation is not None and redacted_confirmation.explanation == rows.REDACTED_TEXT
+    assert warning.behavior == "old insults"
 
     words, tool = await store.messages(old.id)
     assert words.text == rows.REDACTED_TEXT

@@ -136,6 +136,9 @@ def _utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+FORGOTTEN = rows.FORGOTTEN
+
+
 class PostgresStore:
     def __init__(
         self,
@@ -525,11 +528,21 @@ class PostgresStore:
             _utc(event.created_at or self._clock.now()),
         )
 
-    async def events(self, *, since: datetime, limit: int = 10_000) -> list[AuditEvent]:
+    async def events(
+        self,
+        *,
+        since: datetime,
+        limit: int = 10_000,
+        kinds: Sequence[str] | None = None,
+        newest_first: bool = False,
+    ) -> list[AuditEvent]:
+        order = "DESC" if newest_first else "ASC"
         found = await self.pool.fetch(
-            "SELECT * FROM audit_events WHERE created_at >= $1 ORDER BY created_at, id LIMIT $2",
+            f"""SELECT * FROM audit_events WHERE created_at >= $1 AND ($3::text[] IS NULL OR kind = ANY($3::text[]))
+                ORDER BY created_at {order}, id {order} LIMIT $2""",  # order is one of two literals
             _utc(since),
             limit,
+            list(kinds) if kinds is not None else None,
         )
         return [rows.audit_event(r) for r in found]
 
@@ -594,29 +607,56 @@ class PostgresStore:
     # -- privacy -------------------------------------------------------------------------------------
 
     async def forget_user(self, *, platform: str, user_id: str) -> int:
-        """Delete the user's own conversations and redact what they wrote elsewhere."""
+        """Remove the text and identity of everything the user wrote, and all text of the conversations they
+        started. Those conversations stay as tombstones, so an ended thread stays ended."""
         async with self._tx() as conn:
             count = int(
                 await conn.fetchval(
                     "SELECT COUNT(*) FROM messages WHERE platform = $1 AND author_id = $2", platform, user_id
                 )
             )
-            await conn.execute("DELETE FROM conversations WHERE platform = $1 AND owner_id = $2", platform, user_id)
-            remaining = await conn.fetch(
-                "SELECT id, blocks FROM messages WHERE platform = $1 AND author_id = $2 FOR UPDATE",
+            owned = [
+                r["id"]
+                for r in await conn.fetch(
+                    "SELECT id FROM conversations WHERE platform = $1 AND owner_id = $2 ORDER BY id FOR UPDATE",
+                    platform,
+                    user_id,
+                )
+            ]
+            touched = await conn.fetch(
+                """SELECT id, blocks FROM messages
+                   WHERE (platform = $1 AND author_id = $2) OR conversation_id = ANY($3::bigint[])
+                   ORDER BY id FOR UPDATE""",
                 platform,
                 user_id,
+                owned,
             )
             await conn.executemany(
                 "UPDATE messages SET blocks = $1, author_id = NULL, author_name = NULL, redacted = TRUE WHERE id = $2",
-                [(rows.redact_blocks(tuple(rows.load_json(r["blocks"]))), r["id"]) for r in remaining],
+                [(rows.redact_blocks(tuple(rows.load_json(r["blocks"]))), r["id"]) for r in touched],
             )
             await conn.execute(
-                "UPDATE confirmations SET owner_id = '' WHERE owner_id = $1 AND conversation_id IN "
-                "(SELECT id FROM conversations WHERE platform = $2)",
+                """UPDATE conversations SET owner_id = $1,
+                       ended_explanation = CASE WHEN ended_explanation IS NULL THEN NULL ELSE $2 END
+                   WHERE id = ANY($3::bigint[])""",
+                FORGOTTEN,
+                rows.REDACTED_TEXT,
+                owned,
+            )
+            await conn.execute(
+                "UPDATE warnings SET behavior = $1 WHERE conversation_id = ANY($2::bigint[])", rows.REDACTED_TEXT, owned
+            )
+            await conn.execute(
+                """UPDATE confirmations SET explanation = $1,
+                       owner_id = CASE WHEN owner_id = $2 THEN '' ELSE owner_id END
+                   WHERE conversation_id = ANY($3::bigint[]) OR (owner_id = $2 AND conversation_id IN
+                       (SELECT id FROM conversations WHERE platform = $4))""",
+                rows.REDACTED_TEXT,
                 user_id,
+                owned,
                 platform,
             )
+            await conn.execute("DELETE FROM usage WHERE scope = $1", f"user:{platform}:{user_id}")
             await conn.execute(
                 "UPDATE audit_events SET actor = 'user:forgotten' WHERE actor IN ($1, $2)",
                 f"user:{user_id}",
@@ -630,6 +670,14 @@ class PostgresStore:
             # Conversations before messages: the same lock order as appending, so the two cannot deadlock.
             await conn.execute(
                 "UPDATE conversations SET ended_explanation = $1 WHERE ended_at < $2 AND ended_explanation IS NOT NULL",
+                rows.REDACTED_TEXT,
+                cutoff,
+            )
+            await conn.execute(
+                "UPDATE warnings SET behavior = $1 WHERE created_at < $2 AND behavior <> $1", rows.REDACTED_TEXT, cutoff
+            )
+            await conn.execute(
+                "UPDATE confirmations SET explanation = $1 WHERE created_at < $2 AND explanation <> $1",
                 rows.REDACTED_TEXT,
                 cutoff,
             )

@@ -27,6 +27,8 @@ class Row(Protocol):
 
 # Written in place of message text by retention and by "forget": the turn's shape stays valid for replay.
 REDACTED_TEXT = "[removed]"
+# The owner of a conversation whose owner asked to be forgotten: the thread stays, nobody owns it.
+FORGOTTEN = "forgotten"
 
 
 def to_time(value: Any) -> datetime:

@@ -148,13 +148,15 @@ class SqliteStore:
     async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
             db = self.db
-            await db.execute("BEGIN IMMEDIATE")
             try:
+                await db.execute("BEGIN IMMEDIATE")
                 yield db
+                await db.execute("COMMIT")
             except BaseException:
-                await db.execute("ROLLBACK")
+                # Also on cancellation (shutdown): an open transaction would wedge the one connection.
+                if db.in_transaction:
+                    await asyncio.shield(db.execute("ROLLBACK"))
                 raise
-            await db.execute("COMMIT")
 
     async def _one(self, sql: str, params: Sequence[object] = ()) -> aiosqlite.Row | None:
         found = await self._all(sql, params)
@@ -432,10 +434,20 @@ class SqliteStore:
             (event.kind, event.conversation_id, event.actor, event.reason, json.dumps(event.detail), created),
         )
 
-    async def events(self, *, since: datetime, limit: int = 10_000) -> list[AuditEvent]:
+    async def events(
+        self,
+        *,
+        since: datetime,
+        limit: int = 10_000,
+        kinds: Sequence[str] | None = None,
+        newest_first: bool = False,
+    ) -> list[AuditEvent]:
+        order = "DESC" if newest_first else "ASC"
+        wanted = list(kinds) if kinds is not None else []
+        only = f"AND kind IN ({', '.join('?' for _ in wanted)})" if kinds is not None else ""
         found = await self._all(
-            "SELECT * FROM audit_events WHERE created_at >= ? ORDER BY created_at, id LIMIT ?",
-            (since.isoformat(), limit),
+            f"SELECT * FROM audit_events WHERE created_at >= ? {only} ORDER BY created_at {order}, id {order} LIMIT ?",
+            (since.isoformat(), *wanted, limit),
         )
         return [rows.audit_event(r) for r in found]
 
@@ -493,28 +505,44 @@ class SqliteStore:
     # -- privacy -------------------------------------------------------------------------------------
 
     async def forget_user(self, *, platform: str, user_id: str) -> int:
-        """Delete the user's own conversations and redact what they wrote elsewhere."""
+        """Remove the text and identity of everything the user wrote, and all text of the conversations they
+        started. Those conversations stay as tombstones, so an ended thread stays ended."""
+        owned = "SELECT id FROM conversations WHERE platform = ? AND owner_id = ?"
         async with self._tx() as db:
             async with db.execute(
                 "SELECT COUNT(*) FROM messages WHERE platform = ? AND author_id = ?", (platform, user_id)
             ) as cursor:
                 row = await cursor.fetchone()
             count = int(row[0]) if row else 0
-            await db.execute("DELETE FROM conversations WHERE platform = ? AND owner_id = ?", (platform, user_id))
             async with db.execute(
-                "SELECT id, blocks FROM messages WHERE platform = ? AND author_id = ?", (platform, user_id)
+                "SELECT id, blocks FROM messages "
+                f"WHERE (platform = ? AND author_id = ?) OR conversation_id IN ({owned})",
+                (platform, user_id, platform, user_id),
             ) as cursor:
-                remaining = list(await cursor.fetchall())
-            for row in remaining:
+                touched = list(await cursor.fetchall())
+            for message in touched:
                 await db.execute(
                     "UPDATE messages SET blocks = ?, author_id = NULL, author_name = NULL, redacted = 1 WHERE id = ?",
-                    (rows.redact_blocks(tuple(rows.load_json(row["blocks"]))), row["id"]),
+                    (rows.redact_blocks(tuple(rows.load_json(message["blocks"]))), message["id"]),
                 )
             await db.execute(
-                "UPDATE confirmations SET owner_id = '' WHERE owner_id = ? AND conversation_id IN "
-                "(SELECT id FROM conversations WHERE platform = ?)",
-                (user_id, platform),
+                f"UPDATE warnings SET behavior = ? WHERE conversation_id IN ({owned})",
+                (rows.REDACTED_TEXT, platform, user_id),
             )
+            await db.execute(
+                f"""UPDATE confirmations SET explanation = ?,
+                        owner_id = CASE WHEN owner_id = ? THEN '' ELSE owner_id END
+                    WHERE conversation_id IN ({owned}) OR (owner_id = ? AND conversation_id IN
+                        (SELECT id FROM conversations WHERE platform = ?))""",
+                (rows.REDACTED_TEXT, user_id, platform, user_id, user_id, platform),
+            )
+            await db.execute(
+                """UPDATE conversations SET owner_id = ?,
+                       ended_explanation = CASE WHEN ended_explanation IS NULL THEN NULL ELSE ? END
+                   WHERE platform = ? AND owner_id = ?""",
+                (rows.FORGOTTEN, rows.REDACTED_TEXT, platform, user_id),
+            )
+            await db.execute("DELETE FROM usage WHERE scope = ?", (f"user:{platform}:{user_id}",))
             await db.execute(
                 "UPDATE audit_events SET actor = 'user:forgotten' WHERE actor IN (?, ?)",
                 (f"user:{user_id}", f"moderator:{user_id}"),
@@ -522,7 +550,16 @@ class SqliteStore:
         return count
 
     async def purge_text(self, *, older_than: datetime) -> int:
+        cutoff = older_than.isoformat()
         async with self._tx() as db:
+            await db.execute(
+                "UPDATE warnings SET behavior = ? WHERE created_at < ? AND behavior <> ?",
+                (rows.REDACTED_TEXT, cutoff, rows.REDACTED_TEXT),
+            )
+            await db.execute(
+                "UPDATE confirmations SET explanation = ? WHERE created_at < ? AND explanation <> ?",
+                (rows.REDACTED_TEXT, cutoff, rows.REDACTED_TEXT),
+            )
             async with db.execute(
                 "SELECT id, blocks FROM messages WHERE redacted = 0 AND created_at < ?",
                 (older_than.isoformat(),),

@@ -101,7 +101,7 @@ def _block_tokens(block: Mapping[str, Any]) -> int:
 class Reply:
     """One scripted answer. Build it with the class-method constructors, not directly."""
 
-    kind: Literal["message", "error", "stream_error", "slow"]
+    kind: Literal["message", "error", "stream_error", "disconnect", "slow"]
     content: tuple[JSON, ...] = ()
     stop_reason: str = "end_turn"
     stop_details: JSON | None = None
@@ -188,6 +188,13 @@ class Reply:
             error_type=error_type,
             error_message=message or _ERROR_MESSAGES.get(error_type, error_type.replace("_", " ")),
         )
+
+    @classmethod
+    def disconnect(cls, after_text: str = "partial ") -> Reply:
+        """Streamed: HTTP 200, some text, then the connection drops (no error event, no end of stream),
+        as when a proxy or the network fails. Otherwise a 500."""
+        content = ({"type": "text", "text": after_text},) if after_text else ()
+        return cls("disconnect", content=content, status=500, error_type="api_error", error_message="Internal error")
 
     @classmethod
     def slow(cls, seconds: float, then: Reply | None = None) -> Reply:
@@ -819,7 +826,7 @@ class FakeAnthropic:
         await self._sleep(delay)
         stream = body.get("stream") is True
 
-        if reply.kind == "error" or (reply.kind == "stream_error" and not stream):
+        if reply.kind == "error" or (reply.kind in ("stream_error", "disconnect") and not stream):
             return self._error_response(
                 record,
                 reply.status,
@@ -980,6 +987,11 @@ class FakeAnthropic:
             for event, data in _sse_events(reply, message):
                 await response.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
                 await self._sleep(chunk_delay)
+            if reply.kind == "disconnect":
+                # Drop the socket mid-body: the client sees a truncated chunked response.
+                if request.transport is not None:
+                    request.transport.abort()
+                return response
             await response.write_eof()
         except ConnectionError:
             log.info("fake anthropic: client went away mid-stream (%s)", record.request_id)
@@ -1016,7 +1028,7 @@ def _sse_events(reply: Reply, message: JSON) -> Iterator[tuple[str, JSON]]:
             yield "ping", {"type": "ping"}
         for delta in deltas:
             yield "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
-        if reply.kind == "stream_error":
+        if reply.kind in ("stream_error", "disconnect"):
             break
         yield "content_block_stop", {"type": "content_block_stop", "index": index}
     if not pinged:
@@ -1024,6 +1036,8 @@ def _sse_events(reply: Reply, message: JSON) -> Iterator[tuple[str, JSON]]:
     if reply.kind == "stream_error":
         error = {"type": reply.error_type, "message": reply.error_message}
         yield "error", {"type": "error", "error": error}
+        return
+    if reply.kind == "disconnect":
         return
     usage = message["usage"]
     yield (
