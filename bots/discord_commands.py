@@ -21,7 +21,7 @@ from bots.discord_components import NO_CHANNEL, tell
 from bots.discord_conversations import DiscordConversations, home_channel
 from bots.discord_inbound import PLATFORM, thread_key
 from bots.discord_render import DM_NEW_CONVERSATION, stats_text, status_text
-from core.service import ConversationService
+from core.service import ConversationService, forgotten_text
 from core.work_tracker import ShuttingDownError, WorkTracker
 
 log = logging.getLogger(__name__)
@@ -149,11 +149,7 @@ class SlashCommands:
 
     async def forget(self, interaction: Interaction) -> None:
         removed = await self._service.forget_user(platform=PLATFORM, user_id=str(interaction.user.id))
-        await tell(
-            interaction,
-            f"Done: I deleted {removed} message(s) you wrote and the conversations you started. "
-            "Audit records keep no message text.",
-        )
+        await tell(interaction, forgotten_text(removed))
 
     # -- moderators ---------------------------------------------------------------------------------------
 

@@ -7,6 +7,8 @@ through 429s and retries 5xx itself, so a rate limit delays a message instead of
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -76,31 +78,55 @@ class StreamedReply:
         self._draft: discord.Message | None = None
         self._last_push = 0.0
         self._shown = ""
+        self._latest = ""
+        self._pushing: asyncio.Task[None] | None = None
 
     @property
     def draft(self) -> discord.Message | None:
         return self._draft
 
     async def on_text(self, text: str) -> None:
-        """The core's TextSink: called with the whole text so far, often several times a second."""
-        now = self._clock()
-        if self._draft is not None and now - self._last_push < self._min_interval:
+        """The core's TextSink: called with the whole text so far, often several times a second.
+
+        Never waits on Discord: discord.py sleeps out a 429 inside the call, and that must not hold up the
+        model's stream. At most one draft call runs at a time; the latest text wins."""
+        self._latest = text
+        if self._pushing is not None and not self._pushing.done():
             return
-        shown = draft_text(text)
-        if shown == self._shown:
+        if self._draft is not None and self._clock() - self._last_push < self._min_interval:
             return
-        self._last_push = now
+        self._last_push = self._clock()
+        self._pushing = asyncio.create_task(self._push())
+
+    async def _push(self) -> None:
         try:
             if self._draft is None:
-                self._draft = await send_text(self._channel, shown)
-            else:
+                # The first message is a neutral placeholder: it is what notifications show, and the
+                # model's first words may still be withdrawn (a refused tool call), so they come as edits.
+                self._draft = await send_text(self._channel, draft_text(""))
+                return
+            shown = draft_text(self._latest)
+            if shown != self._shown:
                 self._draft = await self._draft.edit(content=shown, allowed_mentions=quiet())
-            self._shown = shown
+                self._shown = shown
         except discord.HTTPException as exc:
             # A lost draft edit costs nothing: the final text replaces it anyway.
             log.warning("discord draft update failed", extra={"status": exc.status, "code": exc.code})
 
+    async def _settle(self) -> None:
+        """Before the final messages: let a draft being created land, and drop a pending edit."""
+        pushing, self._pushing = self._pushing, None
+        if pushing is None or pushing.done():
+            return
+        if self._draft is None:
+            await pushing
+        else:
+            pushing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pushing
+
     async def finish(self, posts: Sequence[DiscordPost]) -> list[discord.Message]:
+        await self._settle()
         remaining = list(posts)
         sent: list[discord.Message] = []
         if self._draft is not None:

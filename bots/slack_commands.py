@@ -16,7 +16,7 @@ from bots.slack_inbound import PLATFORM, ThreadRef, parse_thread_link
 from bots.slack_moderators import SlackModerators
 from bots.slack_render import REOPENED_NOTE, SlackPost, inbound_text, notice_post, short_notice
 from bots.slack_replies import post
-from core.service import ConversationService
+from core.service import ConversationService, forgotten_text
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +96,11 @@ class SlashCommands:
             return await self._status(command.thread)
         if command.name == "end":
             return await self._end(command.thread, user_id, command.rest)
-        return await self._reopen(command.thread, user_id)
+        return await self._reopen(command.thread, user_id, command.rest)
 
     async def _forget(self, user_id: str) -> str:
         removed = await self._service.forget_user(platform=PLATFORM, user_id=user_id)
-        return (
-            f"Done: I deleted {removed} message{'s' if removed != 1 else ''} you wrote, "
-            "and the conversations you started. What you post from now on is stored as usual."
-        )
+        return forgotten_text(removed)
 
     async def _stats(self) -> str:
         counts = await self._service.stats(days=STATS_DAYS)
@@ -140,13 +137,13 @@ class SlashCommands:
             return f"Ended conversation #{ended.id}, but I could not post the notice in the thread."
         return f"Ended conversation #{ended.id}; the notice is in the thread."
 
-    async def _reopen(self, thread: ThreadRef, moderator: str) -> str:
+    async def _reopen(self, thread: ThreadRef, moderator: str, reason: str) -> str:
         existing = await self._service.find_conversation(thread.key)
         if existing is None:
             return NO_CONVERSATION
         if not existing.is_ended:
             return f"Conversation #{existing.id} is not ended."
-        reopened = await self._service.moderator_reopen(key=thread.key, moderator_id=moderator)
+        reopened = await self._service.moderator_reopen(key=thread.key, moderator_id=moderator, reason=reason)
         if reopened is None:
             return NO_CONVERSATION
         await self._post_in_thread(thread, short_notice(REOPENED_NOTE))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Awaitable
 from typing import Protocol
 
 from slack_sdk.errors import SlackApiError
@@ -22,6 +25,7 @@ EVENT_SOURCE = "slack"
 # A second namespace in the same dedupe table: one Slack post gets at most one private note, although
 # Slack reports a mention twice (app_mention and message) and the core stores nothing for such posts.
 NOTE_SOURCE = "slack-note"
+INTERRUPTED = "_This answer was interrupted by a restart. It will be answered again in a moment._"
 
 
 class SlackStore(Protocol):
@@ -59,20 +63,28 @@ class SlackConversations:
         if not await self._store.claim_event(source=EVENT_SOURCE, event_id=event_id):
             return
         writer = self._writer(channel=message.channel, thread_ts=message.thread_ts, user=message.user)
-        outcome = await self._service.handle_message(
-            InboundMessage(
-                key=message.key,
-                author_id=message.user,
-                author_name=await self._names.name_of(message.user),
-                text=message.text,
-                platform_message_id=message.platform_message_id,
-                may_start=message.may_start,
-                budget_scope=message.channel,
-            ),
-            writer.on_text,
+        inbound = InboundMessage(
+            key=message.key,
+            author_id=message.user,
+            author_name=await self._names.name_of(message.user),
+            text=message.text,
+            platform_message_id=message.platform_message_id,
+            may_start=message.may_start,
+            budget_scope=message.channel,
         )
+        outcome = await self._answering(writer, self._service.handle_message(inbound, writer.on_text))
         if await self._first_note(outcome, message.platform_message_id):
             await writer.finish(render_outcome(outcome))
+
+    async def _answering(self, writer: ThreadReply, answer: Awaitable[Outcome]) -> Outcome:
+        try:
+            return await answer
+        except asyncio.CancelledError:
+            # Cut short by a shutdown: the message stays stored and unanswered, and another instance
+            # answers it; meanwhile the draft must not show half a reply as if it were the answer.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(writer.abandon(short_notice(INTERRUPTED)))
+            raise
 
     async def answer_unanswered(self, message: StoredMessage) -> None:
         """Answer, in its thread, a message that a stopped process took in but never answered."""
@@ -81,7 +93,7 @@ class SlackConversations:
             return
         key = conversation.key
         writer = self._writer(channel=key.place, thread_ts=key.thread, user=message.author_id or conversation.owner_id)
-        outcome = await self._service.answer_pending(message, writer.on_text)
+        outcome = await self._answering(writer, self._service.answer_pending(message, writer.on_text))
         await writer.finish(render_outcome(outcome))
 
     async def _first_note(self, outcome: Outcome, post_id: str) -> bool:

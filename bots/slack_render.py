@@ -33,6 +33,9 @@ from core.outcomes import (
 )
 
 SECTION_TEXT_LIMIT = 3000
+# An ending explanation is short by contract (1,500 characters at most, 7,500 once escaped in the worst
+# case): three sections always hold it.
+EXPLANATION_SECTIONS = 3
 SECTIONS_PER_MESSAGE = 10
 HEADER_TEXT_LIMIT = 150  # Slack's limit for a header block's plain_text
 CODE_FENCE = "```"
@@ -216,8 +219,10 @@ def reply_posts(text: str, support: str | None) -> list[SlackPost]:
 
 
 def warning_posts(text: str, behavior: str) -> list[SlackPost]:
+    # The whole note is verbatim: the behaviour is the model's words, and verbatim keeps a bare @here in
+    # them from becoming a mention.
     note = WARNING_NOTE.format(behavior=escape(behavior.strip() or "this behaviour"))
-    return text_posts(text, [context(trusted_text(note))], "⚠️ Formal warning")
+    return text_posts(text, [context({"type": "mrkdwn", "text": note, "verbatim": True})], "⚠️ Formal warning")
 
 
 def notice_post(conversation_id: int, notice: EndingNotice) -> SlackPost:
@@ -225,7 +230,8 @@ def notice_post(conversation_id: int, notice: EndingNotice) -> SlackPost:
     value = str(conversation_id)
     blocks: list[JSON] = [header(f"🛑 {notice.title}")]
     if notice.explanation.strip():
-        blocks.append(section(model_text(notice.explanation)))
+        # Escaping can grow text up to five times; a section over Slack's limit would lose the whole notice.
+        blocks += [section(model_text(piece)) for piece in split_text(notice.explanation)[:EXPLANATION_SECTIONS]]
     blocks += [
         section(trusted_text(f"{notice.next_steps}\n{HOW_TO_GO_ON}")),
         actions(

@@ -6,6 +6,8 @@ limit delays a message instead of losing it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -67,30 +69,55 @@ class ThreadReply:
         self._clock = clock
         self._draft_ts: str | None = None
         self._last_push = 0.0
+        self._latest = ""
+        self._pushing: asyncio.Task[None] | None = None
 
     @property
     def draft_ts(self) -> str | None:
         return self._draft_ts
 
     async def on_text(self, text: str) -> None:
-        """The core's TextSink: called with the whole text so far, often several times a second."""
-        now = self._clock()
-        if self._draft_ts is not None and now - self._last_push < self._min_interval:
+        """The core's TextSink: called with the whole text so far, often several times a second.
+
+        Never waits on Slack: a rate-limited update (the SDK sleeps out Retry-After) must not hold up the
+        model's stream. At most one draft call runs at a time; the latest text wins."""
+        self._latest = text
+        if self._pushing is not None and not self._pushing.done():
             return
-        self._last_push = now
+        if self._draft_ts is not None and self._clock() - self._last_push < self._min_interval:
+            return
+        self._last_push = self._clock()
+        self._pushing = asyncio.create_task(self._push())
+
+    async def _push(self) -> None:
         try:
             if self._draft_ts is None:
+                # The first post is a neutral placeholder: it is what notifications show, and the model's
+                # first words may still be withdrawn (a refused tool call), so they only ever come as edits.
                 response = await self._client.chat_postMessage(
-                    channel=self._channel, thread_ts=self._thread_ts, text=draft_text(text), **QUIET
+                    channel=self._channel, thread_ts=self._thread_ts, text=draft_text(""), **QUIET
                 )
                 self._draft_ts = str(response["ts"])
             else:
-                await self._client.chat_update(channel=self._channel, ts=self._draft_ts, text=draft_text(text))
+                await self._client.chat_update(channel=self._channel, ts=self._draft_ts, text=draft_text(self._latest))
         except SlackApiError as exc:
             # A lost draft update costs nothing: the final text replaces it anyway.
             log.warning("slack draft update failed", extra={"error": exc.response.get("error")})
 
+    async def _settle(self) -> None:
+        """Before the final posts: let a draft being created land (its ts is needed), drop an update."""
+        pushing, self._pushing = self._pushing, None
+        if pushing is None or pushing.done():
+            return
+        if self._draft_ts is None:
+            await pushing
+        else:
+            pushing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pushing
+
     async def finish(self, rendered: Rendered) -> None:
+        await self._settle()
         await self._finish_posts(rendered.posts)
         if rendered.ephemeral is not None:
             await post_ephemeral(
@@ -99,6 +126,14 @@ class ThreadReply:
                 user=self._user,
                 post=rendered.ephemeral,
                 thread_ts=self._thread_ts,
+            )
+
+    async def abandon(self, note: SlackPost) -> None:
+        """The answer was cut short (shutdown): the draft says so instead of showing half a reply."""
+        await self._settle()
+        if self._draft_ts is not None:
+            await self._client.chat_update(
+                channel=self._channel, ts=self._draft_ts, text=note.text, blocks=note.api_blocks() or []
             )
 
     async def _finish_posts(self, posts: Sequence[SlackPost]) -> None:

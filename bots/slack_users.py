@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ log = logging.getLogger(__name__)
 # renamed user is still seen under the new name soon.
 NAME_TTL_SECONDS = 300.0
 MAX_CACHED = 5000
+LOOKUP_SECONDS = 2.0
 
 
 def display_name(user: dict[str, Any]) -> str | None:
@@ -46,9 +48,15 @@ class UserNames:
         if cached is not None and cached[0] > now:
             return cached[1]
         try:
-            response = await self._client.users_info(user=user_id)
+            # Best effort, and brief: the message is not stored until the name is known, so a slow or
+            # failing users.info (429 back-off, network) must never hold it up for long or drop it.
+            async with asyncio.timeout(LOOKUP_SECONDS):
+                response = await self._client.users_info(user=user_id)
         except SlackApiError as exc:
             log.warning("cannot look up user name", extra={"error": exc.response.get("error")})
+            return cached[1] if cached else None
+        except Exception as exc:
+            log.warning("cannot look up user name", extra={"error": type(exc).__name__})
             return cached[1] if cached else None
         name = display_name(response.get("user") or {})
         if len(self._cache) >= MAX_CACHED:

@@ -35,6 +35,7 @@ PLATFORM = "terminal"
 HELP = "Commands: /new starts a new conversation, /edit N text branches from your N-th message, /quit exits."
 ENDED_HINT = "Type /new to start a new conversation, or /edit N text to branch from your N-th message."
 YES = {"y", "yes"}
+WITHDRAWN = "[withdrawn: the text above was not Claude's final answer]"
 
 
 def terminal_notice(notice: EndingNotice) -> str:
@@ -65,6 +66,7 @@ class TerminalChat:
         self._out = stdout or sys.stdout
         self._user = user or getpass.getuser()
         self._stream = self._out.isatty()
+        self._shown = ""  # what the current answer has streamed so far (TTY only)
 
     def _print(self, text: str = "") -> None:
         self._out.write(text + "\n")
@@ -116,43 +118,53 @@ class TerminalChat:
         self._render(state, outcome)
 
     def _streamer(self) -> TextSink:
-        shown = ""
+        self._shown = ""
 
         async def show(text: str) -> None:
-            nonlocal shown
-            if text.startswith(shown):
-                self._out.write(text[len(shown) :])
+            if not self._shown:
+                self._out.write("Claude: ")
+            if text.startswith(self._shown):
+                self._out.write(text[len(self._shown) :])
             else:
-                self._out.write("\n" + text)
+                # The model started over (after a refused tool call): what it said before is void.
+                self._out.write(f"\n{WITHDRAWN}\nClaude: {text}")
             self._out.flush()
-            shown = text
+            self._shown = text
 
         return show
 
+    def _say(self, text: str) -> None:
+        """The model's words for this message. On a TTY they were streamed already; if the core replaced
+        them (a refused tool call), the stream is marked as withdrawn and the real answer follows."""
+        shown, self._shown = self._shown.strip(), ""
+        if not shown:
+            if text:
+                self._print(f"Claude: {text}")
+            return
+        self._print()
+        if shown != text.strip():
+            self._print(WITHDRAWN)
+            if text:
+                self._print(f"Claude: {text}")
+
     def _render(self, state: _State, outcome: Outcome | ConfirmationAnswered | NotAllowed) -> None:
-        if self._stream and isinstance(outcome, Reply | WarningGiven | ConfirmationRequested):
-            self._print()  # the text was streamed; finish its line
         match outcome:
             case Reply(conversation=c, text=text, support=support):
                 state.last_conversation_id = c.id
-                if not self._stream:
-                    self._print(f"Claude: {text}")
+                self._say(text)
                 if support:
                     self._print(f"[support] {support}")
             case WarningGiven(conversation=c, text=text):
                 state.last_conversation_id = c.id
-                if not self._stream:
-                    self._print(f"Claude: {text}")
+                self._say(text)
                 self._print("[warning] This reply is a formal warning: the conversation may end if this continues.")
             case Ended(conversation=c, text=text, notice=notice):
                 state.last_conversation_id = c.id
-                if text and not self._stream:
-                    self._print(f"Claude: {text}")
+                self._say(text)
                 self._print(terminal_notice(notice))
             case ConfirmationRequested(conversation=c, text=text, confirmation_id=cid):
                 state.last_conversation_id = c.id
-                if text and not self._stream:
-                    self._print(f"Claude: {text}")
+                self._say(text)
                 state.pending_confirmation = cid
                 self._print("End this conversation? [y/N]")
             case ConfirmationAnswered(confirmed=True, notice=notice) if notice is not None:
@@ -163,6 +175,7 @@ class TerminalChat:
                 state.last_conversation_id = c.id
                 self._print(f"This conversation has ended; your message was not sent. {ENDED_HINT}")
             case ModelUnavailable(text=text) | ModelRefused(text=text) | Rejected(text=text) | NotAllowed(text=text):
+                self._say("")
                 self._print(text)
             case Ignored(reason=reason):
                 self._print(f"(nothing to answer: {reason})")

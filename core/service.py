@@ -41,6 +41,15 @@ from core.turns import TurnRunner
 log = logging.getLogger(__name__)
 
 
+def forgotten_text(removed: int) -> str:
+    """What a member is told after `forget`, on every platform."""
+    return (
+        f"Done: I removed the text of the {removed} message{'s' if removed != 1 else ''} you wrote, your name, "
+        "and all text of the conversations you started. A conversation that had ended stays ended. "
+        "Audit records keep no message text."
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class InboundMessage:
     key: ThreadKey

@@ -438,11 +438,12 @@ async def test_forget_deletes_what_a_member_wrote(bot: Bot) -> None:
     assert await bot.conversation(root) is not None
 
     answer = await bot.command("forget", user=ALICE)
-    assert answer.startswith("Done: I deleted 1 message")
-    assert await bot.conversation(root) is None
-    assert (
-        await bot.runtime.store.find_by_platform_id(platform="slack", platform_message_id=f"{CHANNEL}:{root}") is None
-    )
+    assert answer.startswith("Done: I removed the text of the 1 message you wrote")
+    forgotten = await bot.conversation(root)
+    assert forgotten is not None and forgotten.owner_id == "forgotten"
+    history = await bot.runtime.store.messages(forgotten.id)
+    assert history and all(m.text == "[removed]" and m.author_id is None for m in history)
+    assert "secret plan" not in str([m.blocks for m in history])
 
 
 async def test_home_tab_for_moderators_and_members(bot: Bot, slack: FakeSlack) -> None:
@@ -512,8 +513,10 @@ async def test_the_final_text_replaces_the_streamed_draft(bot: Bot, slack: FakeS
     bot.claude.push(refused, Reply.text("Let's talk about something else."))
     root = await bot.mention("hm")
     (reply,) = await bot.answered(root)
-    draft = slack.calls_to("chat.postMessage")[0]["text"]
-    assert draft and "DRAFT: this is a formal warning.".startswith(draft)  # the refused words did stream
+    # The draft is posted as a placeholder: the notification never carries words that may be withdrawn.
+    posted = [call["text"] for call in slack.calls_to("chat.postMessage")]
+    assert posted[0] == "…"
+    assert not any("DRAFT" in text for text in posted)
     assert reply["text"] == "Let's talk about something else."
     assert "DRAFT" not in block_text(reply)
 

@@ -294,3 +294,69 @@ def test_audit_trail_records_the_decisions(fake_anthropic: FakeAnthropic, db: Pa
         details = [json.loads(row[0]) for row in conn.execute("SELECT detail FROM audit_events")]
     assert kinds == ["ending_refused", "warning_recorded", "ending_approved"]
     assert details[0] == {"proposed": "persistent_abuse"}
+
+
+def chat_on_a_tty(fake: FakeAnthropic, db: Path, *lines: str) -> str:
+    """Run `lastresort chat` on a pseudo-terminal, as a person would, and return what the screen showed."""
+    import pty
+    import select
+
+    leader, follower = pty.openpty()
+    environment = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(db.parent),
+        "USER": "ada",
+        "ANTHROPIC_API_KEY": "sk-ant-test",
+        "ANTHROPIC_BASE_URL": fake.base_url,
+        "DATABASE_URL": f"sqlite:///{db}",
+        "LASTRESORT_CONFIG": str(REPO / "config" / "lastresort.yaml"),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bots.cli", "chat"],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        cwd=REPO,
+        env=environment,
+    )
+    os.close(follower)
+    screen = b""
+    typed = False
+    try:
+        while True:
+            ready, _, _ = select.select([leader], [], [], 20)
+            if not ready:
+                break
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:
+                break  # the process exited and closed the terminal
+            if not chunk:
+                break
+            screen += chunk
+            if not typed and b"conversation 1." in screen:
+                # Typed ahead, as people do; the terminal hands the program one line at a time. ^D ends input.
+                os.write(leader, "".join(line + "\n" for line in lines).encode() + b"\x04")
+                typed = True
+    finally:
+        os.close(leader)
+        process.wait(timeout=30)
+    return screen.decode(errors="replace").replace("\r\n", "\n")
+
+
+def test_on_a_tty_replies_stream_and_withdrawn_words_are_marked(fake_anthropic: FakeAnthropic, db: Path) -> None:
+    fake_anthropic.push(
+        Reply.tool(
+            "end_conversation",
+            {"reason": "persistent_abuse", "explanation": "Bye."},
+            text="I am ending this conversation now.",
+        ),
+        Reply.text("Let's get back to your question."),
+    )
+    screen = chat_on_a_tty(fake_anthropic, db, "you are useless")
+    assert "Claude: I am ending this conversation now." in screen  # streamed as it came
+    assert "[withdrawn: the text above was not Claude's final answer]" in screen
+    assert (
+        screen.rstrip().endswith("Claude: Let's get back to your question.")
+        or "Claude: Let's get back to your question." in screen
+    )
