@@ -190,7 +190,7 @@ class SlashCommands:
         await tell(interaction, f"Reopened conversation #{current.id}.")
 
     async def stats(self, interaction: Interaction, days: int) -> None:
-        await tell(interaction, stats_text(await self._service.stats(days=days), days))
+        await tell(interaction, stats_text((await self._service.overview(days=days)).figures(), days))
 
 
 async def _resolved_channel(interaction: Interaction) -> object:

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import discord
@@ -288,8 +288,6 @@ def status_text(status: ConversationStatus | None) -> str:
     return f"{line}. {status.user_messages} user message(s), {status.warnings} formal warning(s)."
 
 
-def stats_text(counts: Mapping[str, int], days: int) -> str:
-    if not counts:
-        return f"Nothing recorded in the last {days} days."
-    lines = [f"• {kind.replace('_', ' ')}: **{count}**" for kind, count in sorted(counts.items())]
+def stats_text(figures: Sequence[tuple[str, int]], days: int) -> str:
+    lines = [f"• {label}: **{value}**" for label, value in figures]
     return clip(f"Last {days} days:\n" + "\n".join(lines), MESSAGE_LIMIT)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bots.slack_home import figures_text
 from bots.slack_inbound import PLATFORM, ThreadRef, parse_thread_link
 from bots.slack_moderators import SlackModerators
 from bots.slack_render import REOPENED_NOTE, SlackPost, inbound_text, notice_post, short_notice
@@ -103,11 +104,8 @@ class SlashCommands:
         return forgotten_text(removed)
 
     async def _stats(self) -> str:
-        counts = await self._service.stats(days=STATS_DAYS)
-        if not counts:
-            return f"Nothing was recorded in the last {STATS_DAYS} days."
-        lines = [f"• {kind.replace('_', ' ')}: *{count}*" for kind, count in sorted(counts.items())]
-        return f"*Last {STATS_DAYS} days*\n" + "\n".join(lines)
+        overview = await self._service.overview(days=STATS_DAYS)
+        return f"*Last {STATS_DAYS} days*\n{figures_text(overview)}"
 
     async def _status(self, thread: ThreadRef) -> str:
         status = await self._service.status(thread.key)

@@ -20,16 +20,6 @@ log = logging.getLogger(__name__)
 HOME_DAYS = 7
 RECENT_LIMIT = 10
 EXPLANATION_PREVIEW = 200
-COUNTED = (
-    (AuditKind.ENDING_APPROVED, "Endings approved"),
-    (AuditKind.MODERATOR_END, "Ended by moderators"),
-    (AuditKind.ENDING_REFUSED, "Endings refused"),
-    (AuditKind.WARNING_RECORDED, "Warnings recorded"),
-    (AuditKind.WARNING_REFUSED, "Warnings refused"),
-    (AuditKind.RISK_GUARD_FIRED, "Risk-guard firings"),
-    (AuditKind.BRANCHED, "Branches"),
-    (AuditKind.MODERATOR_REOPEN, "Reopened"),
-)
 EVENT_LABELS = {
     AuditKind.ENDING_REFUSED.value: "ending refused",
     AuditKind.RISK_GUARD_FIRED.value: "risk guard fired",
@@ -58,10 +48,8 @@ def slack_date(when: datetime | None) -> str:
     return f"<!date^{int(when.timestamp())}^{{date_short_pretty}} {{time}}|{fallback}>"
 
 
-def _counts_text(counts: Mapping[str, int], feedback: Mapping[str, int]) -> str:
-    lines = [f"{label}: *{counts.get(kind.value, 0)}*" for kind, label in COUNTED]
-    lines.append(f"Feedback on endings: 👍 *{feedback.get('helpful', 0)}*  👎 *{feedback.get('not_helpful', 0)}*")
-    return "\n".join(lines)
+def figures_text(overview: Overview) -> str:
+    return "\n".join(f"{label}: *{value}*" for label, value in overview.figures())
 
 
 def _ending_line(conversation: Conversation, link: str | None) -> str:
@@ -85,11 +73,11 @@ def _event_lines(overview: Overview) -> str:
     return "\n".join(lines)[:3000] or "Nothing notable."
 
 
-def moderator_home(overview: Overview, links: Mapping[int, str], feedback: Mapping[str, int]) -> JSON:
+def moderator_home(overview: Overview, links: Mapping[int, str]) -> JSON:
     blocks: list[JSON] = [
         header("Last Resort — moderation"),
         context(trusted_text(f"Last {overview.days} days. Details: `/lastresort status &lt;thread link&gt;`.")),
-        section(trusted_text(_counts_text(overview.counts, feedback))),
+        section(trusted_text(figures_text(overview))),
         {"type": "divider"},
         header("Recent endings"),
     ]
@@ -127,8 +115,7 @@ class SlackHome:
     async def publish(self, user_id: str) -> None:
         if await self._moderators.is_moderator(user_id):
             overview = await self._service.overview(days=HOME_DAYS, limit=RECENT_LIMIT)
-            feedback = {"helpful": overview.helpful, "not_helpful": overview.not_helpful}
-            view = moderator_home(overview, await self._links(overview.recent_endings), feedback)
+            view = moderator_home(overview, await self._links(overview.recent_endings))
         else:
             view = member_home()
         await self._client.views_publish(user_id=user_id, view=view)

@@ -86,7 +86,28 @@ class Overview:
     helpful: int = 0
     not_helpful: int = 0
 
+    def figures(self) -> list[tuple[str, int]]:
+        """The figures moderators see, labelled, in one order: every app shows exactly these."""
+        counted = [(label, self.counts.get(kind.value, 0)) for kind, label in FIGURES]
+        return [
+            *counted,
+            ("Feedback: ending was right", self.helpful),
+            ("Feedback: ending was wrong", self.not_helpful),
+        ]
 
+
+FIGURES = (
+    (AuditKind.ENDING_APPROVED, "Endings approved"),
+    (AuditKind.MODERATOR_END, "Ended by moderators"),
+    (AuditKind.ENDING_REFUSED, "Endings refused"),
+    (AuditKind.WARNING_RECORDED, "Warnings recorded"),
+    (AuditKind.WARNING_REFUSED, "Warnings refused"),
+    (AuditKind.RISK_GUARD_FIRED, "Risk-guard firings"),
+    (AuditKind.CONFIRMATION_REQUESTED, "Endings asked for by users"),
+    (AuditKind.BRANCHED, "Branches"),
+    (AuditKind.MODERATOR_REOPEN, "Reopened"),
+    (AuditKind.MODEL_REFUSAL, "Replies the API refused"),
+)
 # Feedback is counted from its events; past this many in the period the counts are a floor.
 FEEDBACK_LIMIT = 100_000
 # Moderators' reasons are shown in the ending notice (and stay in the audit trail): kept short.

@@ -453,7 +453,7 @@ async def test_moderator_commands_need_manage_threads(bot: Bot, fake: FakeDiscor
     assert "back again" in (await bot.answered(thread, 4))[-1]["content"]
 
     stats = await bot.command(bot.mod, fake.text_channel_id, "lastresort-mod", "stats")
-    assert "moderator end: **1**" in stats and "moderator reopen: **1**" in stats
+    assert "Ended by moderators: **1**" in stats and "Reopened: **1**" in stats
 
 
 async def test_chat_new_and_forget_commands(bot: Bot, fake: FakeDiscord) -> None:

@@ -455,9 +455,8 @@ def test_status_text(status: ConversationStatus | None, expected: str) -> None:
 
 
 def test_stats_text() -> None:
-    assert stats_text({}, 7) == "Nothing recorded in the last 7 days."
-    text = stats_text({"moderator_end": 2, "feedback": 1}, 3)
-    assert text.splitlines() == ["Last 3 days:", "• feedback: **1**", "• moderator end: **2**"]
+    text = stats_text([("Ended by moderators", 2), ("Feedback: ending was right", 1)], 3)
+    assert text.splitlines() == ["Last 3 days:", "• Ended by moderators: **2**", "• Feedback: ending was right: **1**"]
 
 
 def test_the_invite_asks_for_exactly_what_the_bot_uses() -> None:

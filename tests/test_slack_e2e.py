@@ -428,7 +428,7 @@ async def test_moderators_end_and_reopen_and_others_are_refused(bot: Bot, slack:
     assert "back again" in (await bot.answered(root, 4))[-1]["text"]
 
     stats = await bot.command("stats", user=MOD)
-    assert "moderator end: *1*" in stats and "moderator reopen: *1*" in stats
+    assert "Ended by moderators: *1*" in stats and "Reopened: *1*" in stats
     assert "I don't know `bogus`" in await bot.command("bogus", user=BOB)
 
 

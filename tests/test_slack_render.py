@@ -388,13 +388,18 @@ def test_real_interactivity_payload_is_left_alone() -> None:
 
 def test_moderator_home_lists_endings_with_links_and_counts() -> None:
     overview = Overview(
-        days=7, counts={"ending_approved": 3, "risk_guard_fired": 2}, recent_endings=[ENDED], recent_events=[]
+        days=7,
+        counts={"ending_approved": 3, "risk_guard_fired": 2},
+        recent_endings=[ENDED],
+        recent_events=[],
+        helpful=4,
     )
-    view = moderator_home(overview, {ENDED.id: "https://x.slack.com/archives/C1/p1700000000000200"}, {"helpful": 4})
+    view = moderator_home(overview, {ENDED.id: "https://x.slack.com/archives/C1/p1700000000000200"})
     text = all_text(view["blocks"])
     assert view["type"] == "home"
     assert "<https://x.slack.com/archives/C1/p1700000000000200|conversation #8>" in text
-    assert "Endings approved: *3*" in text and "Risk-guard firings: *2*" in text and "👍 *4*" in text
+    assert "Endings approved: *3*" in text and "Risk-guard firings: *2*" in text
+    assert "Feedback: ending was right: *4*" in text
     assert "<!channel>" not in text  # the explanation is the model's words
     assert len(view["blocks"]) <= 50
 
