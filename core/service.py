@@ -176,7 +176,6 @@ class ConversationService:
         rejected = self.check_text(message.text) or await self._over_budget(message)
         if rejected:
             return rejected
-        self._metrics.observe_message(message.key.platform)
         stored = await self._store.add_message(
             NewMessage(
                 conversation_id=conversation.id,
@@ -192,6 +191,7 @@ class ConversationService:
         )
         if stored is None:
             return Ignored("duplicate")
+        self._metrics.observe_message(message.key.platform)
         return await self._answer_locked(conversation, stored, on_text, message.budget_scope)
 
     async def answer_pending(self, message: StoredMessage, on_text: TextSink | None = None) -> Outcome:

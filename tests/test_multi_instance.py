@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -107,6 +108,31 @@ async def test_events_delivered_to_both_instances_are_answered_once_each_in_orde
     for reply, text in zip(replies, ["first question", "second question", "third question"], strict=True):
         assert text in reply
     assert len(fake_anthropic.message_requests()) == 3
+    # The two instances' metrics add up to exactly what happened: three messages, three model calls.
+    scraped = [await metrics_of(bot) for bot in two_bots]
+    assert sum(m.get('lastresort_messages_total{platform="slack"}', 0) for m in scraped) == 3
+    assert sum(m.get("lastresort_model_latency_seconds_count", 0) for m in scraped) == 3
+    assert sum(m.get('lastresort_tokens_total{kind="output"}', 0) for m in scraped) > 0
+
+
+async def metrics_of(bot: BotProcess) -> dict[str, float]:
+    """GET /metrics and read the Prometheus text format into {series: value}."""
+    async with aiohttp.ClientSession() as session, session.get(f"{bot.url}/metrics") as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        body = await response.text()
+    series = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            series[name] = float(value)
+    return series
+
+
+async def test_health_answers_without_any_outside_service(two_bots: tuple[BotProcess, BotProcess]) -> None:
+    async with aiohttp.ClientSession() as session, session.get(f"{two_bots[0].url}/healthz") as response:
+        assert response.status == 200
+        assert await response.json() == {"status": "ok"}
 
 
 async def test_sigkill_mid_reply_loses_no_message_and_leaves_no_thread_stuck(
