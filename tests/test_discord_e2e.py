@@ -29,36 +29,18 @@ from bots.discord_bot import DiscordAdapter, build_client
 from bots.discord_invite import required_permissions
 from bots.discord_views import NUMBER_FIELD, TEXT_FIELD
 from bots.environment import Environment
-from bots.runtime import Runtime, build_service
-from core.claude_client import ClaudeClient
-from core.clock import SystemClock
+from bots.runtime import Runtime
 from core.domain import Conversation, NewMessage, Role, ThreadKey
-from core.metrics import NullMetrics
 from core.prompt import user_text_block
 from core.settings import DiscordSettings, Settings
-from core.storage.sqlite_store import SqliteStore
-from core.work_tracker import WorkTracker
 from tests.support.fake_anthropic import FakeAnthropic, Reply
 from tests.support.fake_discord import DiscordError, FakeDiscord, Perm
+from tests.support.model_scripts import END_ABUSE, END_REQUESTED, WARN
+from tests.support.runtime import runtime_for, until_idle
 
 REPO = Path(__file__).resolve().parent.parent
 LOCKED = 160005
 LOADING = 1 << 7
-
-WARN = Reply.tool(
-    "warn_user",
-    {"behavior": "demanding instructions for violence", "redirect_attempts": 2},
-    text="I won't help with that. This is a formal warning: if it continues, this conversation may end.",
-)
-END_ABUSE = Reply.tool(
-    "end_conversation",
-    {"reason": "persistent_abuse", "explanation": "You kept demanding violent instructions after a warning."},
-)
-END_REQUESTED = Reply.tool(
-    "end_conversation",
-    {"reason": "user_requested", "explanation": "You asked to end this conversation."},
-    text="Of course.",
-)
 
 
 # -- the bot under test -----------------------------------------------------------------------------------
@@ -73,17 +55,8 @@ class Bot:
     bob: int
     mod: int
 
-    async def idle(self, quiet: float = 0.2, within: float = 10.0) -> None:
-        """Wait until no handler has run for `quiet` seconds (discord.py runs each event as its own task)."""
-        deadline = time.monotonic() + within
-        calm_since = time.monotonic()
-        while time.monotonic() < deadline:
-            if self.runtime.work.running:
-                calm_since = time.monotonic()
-            elif time.monotonic() - calm_since >= quiet:
-                return
-            await asyncio.sleep(0.01)
-        raise TimeoutError("the bot did not go idle")
+    async def idle(self, quiet: float = 0.2) -> None:
+        await until_idle(self.runtime.work, quiet=quiet)
 
     def bot_messages(self, channel_id: int) -> list[dict[str, Any]]:
         return [
@@ -201,25 +174,13 @@ async def running_adapter(
     **options: Any,
 ) -> AsyncIterator[Runtime]:
     env = env or discord_env(fake, claude)
-    clock = SystemClock()
-    # No SDK retries: a scripted 529 is answered at once instead of after seconds of backoff.
-    model = ClaudeClient(
-        api_key="sk-ant-test", base_url=claude.base_url, timeout_seconds=5, max_retries=0, max_total_wait_seconds=10
-    )
-    try:
-        async with SqliteStore(db, clock=clock) as store:
-            service, locks = build_service(
-                store=store, model=model, settings=settings, clock=clock, metrics=NullMetrics()
-            )
-            runtime = Runtime(env, settings, store, service, clock, NullMetrics(), locks, WorkTracker())
-            adapter = DiscordAdapter(runtime, guild_ready_timeout=0.1, **options)
-            try:
-                await adapter.start()
-                yield runtime
-            finally:
-                await adapter.stop()
-    finally:
-        await model.close()
+    async with runtime_for(env, settings, claude, db) as runtime:
+        adapter = DiscordAdapter(runtime, guild_ready_timeout=0.1, **options)
+        try:
+            await adapter.start()
+            yield runtime
+        finally:
+            await adapter.stop()
 
 
 @pytest.fixture

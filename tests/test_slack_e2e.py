@@ -26,7 +26,7 @@ import pytest
 from aiohttp import web
 
 from bots.environment import Environment
-from bots.runtime import Runtime, build_service
+from bots.runtime import Runtime
 from bots.slack_bot import SlackAdapter
 from bots.slack_buttons import THANKS
 from bots.slack_commands import RESTARTING
@@ -37,15 +37,12 @@ from bots.slack_render import (
     ACTION_FEEDBACK_UNHELPFUL,
     ACTION_NEW_CONVERSATION,
 )
-from core.claude_client import ClaudeClient
-from core.clock import SystemClock
 from core.domain import Conversation, ThreadKey
-from core.metrics import NullMetrics
 from core.settings import ModeratorSettings, Settings
-from core.storage.sqlite_store import SqliteStore
-from core.work_tracker import WorkTracker
 from tests.support.fake_anthropic import FakeAnthropic, Reply
 from tests.support.fake_slack import FakeSlack, SlackDriver, find_buttons, serve_web_app
+from tests.support.model_scripts import END_ABUSE, END_REQUESTED, WARN
+from tests.support.runtime import runtime_for, until_idle
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "e2e-signing-secret-0123456789"
@@ -53,21 +50,6 @@ CHANNEL = "C0GENERAL"
 ALICE, BOB = "U0ALICE", "U0BOB"
 MOD, GROUP_MOD, ADMIN = "U0MOD", "U0GROUPMOD", "U0ADMIN"
 MODS_GROUP = "S0MODS"
-
-WARN = Reply.tool(
-    "warn_user",
-    {"behavior": "demanding instructions for violence", "redirect_attempts": 2},
-    text="I won't help with that. This is a formal warning: if it continues, this conversation may end.",
-)
-END_ABUSE = Reply.tool(
-    "end_conversation",
-    {"reason": "persistent_abuse", "explanation": "You kept demanding violent instructions after a warning."},
-)
-END_REQUESTED = Reply.tool(
-    "end_conversation",
-    {"reason": "user_requested", "explanation": "You asked to end this conversation."},
-    text="Of course.",
-)
 
 
 # -- the bot under test ---------------------------------------------------------------------------------
@@ -80,17 +62,8 @@ class Bot:
     driver: SlackDriver
     runtime: Runtime
 
-    async def idle(self, quiet: float = 0.2, within: float = 10.0) -> None:
-        """Wait until no handler has run for `quiet` seconds (Bolt runs listeners after acknowledging)."""
-        deadline = time.monotonic() + within
-        calm_since = time.monotonic()
-        while time.monotonic() < deadline:
-            if self.runtime.work.running:
-                calm_since = time.monotonic()
-            elif time.monotonic() - calm_since >= quiet:
-                return
-            await asyncio.sleep(0.01)
-        raise TimeoutError("the bot did not go idle")
+    async def idle(self, quiet: float = 0.2) -> None:
+        await until_idle(self.runtime.work, quiet=quiet)
 
     def replies(self, ts: str) -> list[dict[str, Any]]:
         return [m for m in self.slack.bot_messages(CHANNEL, ts) if m["ts"] != ts]
@@ -188,30 +161,18 @@ async def running_bot(slack: FakeSlack, claude: FakeAnthropic, settings: Setting
         slack_signing_secret=SECRET,
         slack_api_url=slack.api_url,
     )
-    clock = SystemClock()
-    # No SDK retries: a scripted 529 is answered at once instead of after seconds of backoff.
-    model = ClaudeClient(
-        api_key="sk-ant-test", base_url=claude.base_url, timeout_seconds=5, max_retries=0, max_total_wait_seconds=10
-    )
-    try:
-        async with SqliteStore(db, clock=clock) as store:
-            service, locks = build_service(
-                store=store, model=model, settings=settings, clock=clock, metrics=NullMetrics()
-            )
-            runtime = Runtime(env, settings, store, service, clock, NullMetrics(), locks, WorkTracker())
-            adapter = SlackAdapter(runtime)
-            app = web.Application()
-            app.add_routes(adapter.routes())
-            async with serve_web_app(app) as base_url:
-                await adapter.start()
-                bot = Bot(slack, claude, SlackDriver(SECRET, f"{base_url}/slack/events", fake=slack), runtime)
-                try:
-                    yield bot
-                finally:
-                    await bot.idle()
-                    await adapter.stop()
-    finally:
-        await model.close()
+    async with runtime_for(env, settings, claude, db) as runtime:
+        adapter = SlackAdapter(runtime)
+        app = web.Application()
+        app.add_routes(adapter.routes())
+        async with serve_web_app(app) as base_url:
+            await adapter.start()
+            bot = Bot(slack, claude, SlackDriver(SECRET, f"{base_url}/slack/events", fake=slack), runtime)
+            try:
+                yield bot
+            finally:
+                await bot.idle()
+                await adapter.stop()
 
 
 @pytest.fixture

@@ -16,21 +16,9 @@ from typing import Any
 import pytest
 
 from tests.support.fake_anthropic import FakeAnthropic, Reply
+from tests.support.model_scripts import END_ABUSE, END_REQUESTED, WARN
 
 REPO = Path(__file__).resolve().parent.parent
-
-WARN = Reply.tool(
-    "warn_user",
-    {"behavior": "demanding violent instructions", "redirect_attempts": 2},
-    text="I won't help with that. This is a formal warning: if it continues, this conversation may end.",
-)
-END_ABUSE = Reply.tool(
-    "end_conversation",
-    {"reason": "persistent_abuse", "explanation": "You kept demanding harmful content after a warning."},
-)
-END_REQUESTED = Reply.tool(
-    "end_conversation", {"reason": "user_requested", "explanation": "You asked to end this conversation."}
-)
 
 
 def chat(
@@ -112,7 +100,7 @@ def test_warn_then_persist_then_end_is_approved_and_nothing_reaches_the_model_af
     assert "formal warning" in result.stdout
     assert "[warning]" in result.stdout
     assert "This conversation has ended" in result.stdout
-    assert "You kept demanding harmful content after a warning." in result.stdout
+    assert "You kept demanding violent instructions after a warning." in result.stdout
     assert result.stdout.count("your message was not sent") == 2
     assert len(fake_anthropic.message_requests()) == 2
 
