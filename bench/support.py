@@ -12,7 +12,7 @@ from bots.runtime import build_service
 from core.claude_client import ClaudeClient
 from core.clock import SystemClock
 from core.metrics import NullMetrics
-from core.ports import ModelReply, ModelRequest, Store, TextSink
+from core.ports import ModelReply, ModelRequest, Store, StreamListener
 from core.service import ConversationService
 from core.settings import Settings, load_settings
 
@@ -28,10 +28,10 @@ class TimedModel:
         self.seconds = 0.0
         self.replies: list[ModelReply] = []
 
-    async def reply(self, request: ModelRequest, on_text: TextSink | None = None) -> ModelReply:
+    async def reply(self, request: ModelRequest, listener: StreamListener | None = None) -> ModelReply:
         started = time.perf_counter()
         try:
-            result = await self.inner.reply(request, on_text)
+            result = await self.inner.reply(request, listener)
         finally:
             self.seconds += time.perf_counter() - started
         self.replies.append(result)

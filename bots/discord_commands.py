@@ -166,14 +166,14 @@ class SlashCommands:
             await tell(interaction, NOT_A_THREAD)
             return
         key = thread_key(thread)
-        current = await self._service.find_conversation(key)
-        if current is None or current.is_ended:
-            await tell(interaction, NOT_A_CONVERSATION if current is None else "This conversation has already ended.")
-            return
-        ended = await self._service.moderator_end(key=key, moderator_id=str(interaction.user.id), reason=reason)
-        if ended is None:
+        action = await self._service.moderator_end(key=key, moderator_id=str(interaction.user.id), reason=reason)
+        if action is None:
             await tell(interaction, NOT_A_CONVERSATION)
             return
+        if not action.changed:
+            await tell(interaction, "This conversation has already ended.")
+            return
+        ended = action.conversation
         await self._conversations.announce_ending(thread, ended, self._service.notice_for(ended))
         await tell(interaction, f"Ended conversation #{ended.id} and locked this thread.")
 

@@ -32,11 +32,10 @@ from bots.discord_views import (
 from core.domain import StoredMessage
 from core.outcomes import NotAllowed
 from core.prompt import user_text_block
-from core.service import BranchSource, ConversationService
+from core.service import BranchSource, ConversationService, feedback_text
 
 log = logging.getLogger(__name__)
 
-THANKS = "Thanks, your feedback was recorded."
 CONFIRMED = "Confirmed: this conversation has ended."
 NOTHING_TO_EDIT = "You have no messages in this conversation to edit."
 GONE = "This conversation no longer exists."
@@ -108,10 +107,10 @@ class Components:
 
     async def _feedback(self, interaction: Interaction, conversation_id: int, helpful: bool) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        await self._service.record_feedback(
+        recorded = await self._service.record_feedback(
             conversation_id=conversation_id, actor_id=str(interaction.user.id), helpful=helpful
         )
-        await tell(interaction, THANKS)
+        await tell(interaction, feedback_text(recorded))
 
     async def _new_conversation(self, interaction: Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)

@@ -236,9 +236,11 @@ class DiscordConversations:
             await thread.edit(locked=False, archived=False)
         except discord.Forbidden:
             log.warning("cannot unlock a reopened thread: missing Manage Threads", extra={"thread_id": thread.id})
-        reopened = await self._service.moderator_reopen(key=key, moderator_id=str(moderator_id), reason=reason)
+        action = await self._service.moderator_reopen(key=key, moderator_id=str(moderator_id), reason=reason)
+        if action is None or not action.changed:
+            return action.conversation if action else None
         await send_text(thread, REOPENED)
-        return reopened
+        return action.conversation
 
     # -- new conversations ------------------------------------------------------------------------------
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bots.environment import Environment
 from core.claude_client import ClaudeClient
@@ -21,6 +22,21 @@ from core.work_tracker import WorkTracker
 LEASE_WAIT_MARGIN_SECONDS = 30.0
 
 
+@dataclass
+class Shutdown:
+    """Asked for by a signal, or by an adapter that can no longer work (a platform rejected it for good):
+    the supervisor then stops every adapter and exits with `exit_code`."""
+
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    exit_code: int = 0
+    reason: str = ""
+
+    def request(self, reason: str, *, exit_code: int = 0) -> None:
+        if not self.event.is_set():
+            self.reason, self.exit_code = reason, exit_code
+            self.event.set()
+
+
 @dataclass(frozen=True)
 class Runtime:
     env: Environment
@@ -31,6 +47,7 @@ class Runtime:
     metrics: Metrics
     locks: ThreadLocks
     work: WorkTracker
+    shutdown: Shutdown = field(default_factory=Shutdown)
 
 
 def build_model_client(env: Environment, settings: Settings) -> ClaudeClient:

@@ -14,9 +14,8 @@ from bots.slack_conversations import SlackConversations
 from bots.slack_render import escape, notice_post, resolved_confirmation_blocks
 from bots.slack_replies import post
 from core.outcomes import NotAllowed
-from core.service import ConversationService
+from core.service import ConversationService, feedback_text
 
-THANKS = "Thanks, your feedback was recorded."
 STALE = "This button no longer works."
 
 
@@ -91,8 +90,10 @@ class SlackButtons:
     async def feedback(self, click: Click, *, helpful: bool) -> str:
         if click.number is None:
             return STALE
-        await self._service.record_feedback(conversation_id=click.number, actor_id=click.user, helpful=helpful)
-        return THANKS
+        recorded = await self._service.record_feedback(
+            conversation_id=click.number, actor_id=click.user, helpful=helpful
+        )
+        return feedback_text(recorded)
 
     async def new_conversation(self, click: Click) -> str:
         link = await self._conversations.start_fresh(channel=click.channel, user=click.user)

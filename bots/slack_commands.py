@@ -122,30 +122,25 @@ class SlashCommands:
         )
 
     async def _end(self, thread: ThreadRef, moderator: str, reason: str) -> str:
-        existing = await self._service.find_conversation(thread.key)
-        if existing is None:
+        action = await self._service.moderator_end(key=thread.key, moderator_id=moderator, reason=reason)
+        if action is None:
             return NO_CONVERSATION
-        if existing.is_ended:
-            return f"Conversation #{existing.id} has already ended."
-        ended = await self._service.moderator_end(key=thread.key, moderator_id=moderator, reason=reason)
-        if ended is None:
-            return NO_CONVERSATION
+        ended = action.conversation
+        if not action.changed:
+            return f"Conversation #{ended.id} has already ended."
         notice = notice_post(ended.id, self._service.notice_for(ended))
         if not await self._post_in_thread(thread, notice):
             return f"Ended conversation #{ended.id}, but I could not post the notice in the thread."
         return f"Ended conversation #{ended.id}; the notice is in the thread."
 
     async def _reopen(self, thread: ThreadRef, moderator: str, reason: str) -> str:
-        existing = await self._service.find_conversation(thread.key)
-        if existing is None:
+        action = await self._service.moderator_reopen(key=thread.key, moderator_id=moderator, reason=reason)
+        if action is None:
             return NO_CONVERSATION
-        if not existing.is_ended:
-            return f"Conversation #{existing.id} is not ended."
-        reopened = await self._service.moderator_reopen(key=thread.key, moderator_id=moderator, reason=reason)
-        if reopened is None:
-            return NO_CONVERSATION
+        if not action.changed:
+            return f"Conversation #{action.conversation.id} is not ended."
         await self._post_in_thread(thread, short_notice(REOPENED_NOTE))
-        return f"Reopened conversation #{reopened.id}."
+        return f"Reopened conversation #{action.conversation.id}."
 
     async def _post_in_thread(self, thread: ThreadRef, message: SlackPost) -> bool:
         try:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from datetime import timedelta
 from typing import Protocol
 
@@ -24,6 +25,8 @@ DRAIN_SECONDS = 20.0
 DEFAULT_SLACK_PORT = 3000
 ADMISSION_GRACE_SECONDS = 0.5
 CANCEL_SECONDS = 2.0
+# Like a configuration error: the operator must fix something (a token, an intent) before a restart helps.
+EXIT_START_FAILED = 2
 RETENTION_SWEEP_SECONDS = 3600.0
 
 
@@ -70,13 +73,13 @@ async def _serve(app: web.Application, port: int) -> web.AppRunner:
     return runner
 
 
-async def run_adapters(env: Environment, settings: Settings, *, stop: asyncio.Event | None = None) -> int:
+async def run_adapters(env: Environment, settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT (exit 0) or until an adapter asks to stop for good (its exit code)."""
     metrics = PrometheusMetrics()
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     async with open_runtime(env, settings, metrics=metrics) as runtime:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, runtime.shutdown.request, f"signal {sig.name}")
         adapters = build_adapters(runtime)
         app = web.Application()
         app.add_routes(health_routes(metrics))
@@ -87,21 +90,18 @@ async def run_adapters(env: Environment, settings: Settings, *, stop: asyncio.Ev
         sweeper = asyncio.create_task(retention_sweeps(runtime))
         try:
             for adapter in adapters:
-                await adapter.start()
+                try:
+                    await adapter.start()
+                except Exception as exc:
+                    # A rejected token or a missing intent: say so plainly and exit, instead of a traceback.
+                    log.error("adapter could not start", extra={"adapter": adapter.name, "error": str(exc)})
+                    print(f"lastresort: {adapter.name} could not start: {exc}", file=sys.stderr)
+                    runtime.shutdown.request(f"{adapter.name} could not start", exit_code=EXIT_START_FAILED)
+                    break
                 log.info("adapter started", extra={"adapter": adapter.name})
-            await stop.wait()
-            log.info("shutting down: no new work, finishing replies in flight")
-            runtime.work.close()
-            # Requests acknowledged just before the close start their work a moment later: let them in.
-            await asyncio.sleep(ADMISSION_GRACE_SECONDS)
-            finished = await runtime.work.wait_idle(DRAIN_SECONDS)
-            if not finished:
-                log.warning(
-                    "replies still running at shutdown: cancelled; their messages stay for another instance",
-                    extra={"running": runtime.work.running},
-                )
-                # Cancelled replies store nothing (turns are stored only when complete) and release leases.
-                await runtime.work.cancel_running(CANCEL_SECONDS)
+            await runtime.shutdown.event.wait()
+            log.info("shutting down: no new work, finishing replies in flight", extra={"why": runtime.shutdown.reason})
+            await _drain(runtime)
         finally:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -114,5 +114,18 @@ async def run_adapters(env: Environment, settings: Settings, *, stop: asyncio.Ev
                     log.exception("adapter did not stop cleanly", extra={"adapter": adapter.name})
             if runner is not None:
                 await runner.cleanup()
-    log.info("stopped")
-    return 0
+    log.info("stopped", extra={"exit_code": runtime.shutdown.exit_code})
+    return runtime.shutdown.exit_code
+
+
+async def _drain(runtime: Runtime) -> None:
+    runtime.work.close()
+    # Requests acknowledged just before the close start their work a moment later: let them in.
+    await asyncio.sleep(ADMISSION_GRACE_SECONDS)
+    if not await runtime.work.wait_idle(DRAIN_SECONDS):
+        log.warning(
+            "replies still running at shutdown: cancelled; their messages stay for another instance",
+            extra={"running": runtime.work.running},
+        )
+        # Cancelled replies store nothing (turns are stored only when complete) and release leases.
+        await runtime.work.cancel_running(CANCEL_SECONDS)

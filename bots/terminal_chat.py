@@ -29,7 +29,7 @@ from core.outcomes import (
     WarningGiven,
 )
 from core.ports import TextSink
-from core.service import BranchSource, ConversationService, InboundMessage
+from core.service import BranchSource, ConversationService, InboundMessage, feedback_text
 
 PLATFORM = "terminal"
 HELP = "Commands: /new starts a new conversation, /edit N text branches from your N-th message, /quit exits."
@@ -221,7 +221,7 @@ class TerminalChat:
         if conversation is None or rest.strip() not in ("good", "bad"):
             self._print("Usage: /feedback good|bad (about this conversation)")
             return
-        await self._service.record_feedback(
+        recorded = await self._service.record_feedback(
             conversation_id=conversation.id, actor_id=self._user, helpful=rest.strip() == "good"
         )
-        self._print("Thanks, your feedback was recorded.")
+        self._print(feedback_text(recorded))

@@ -10,7 +10,7 @@ from typing import Any
 import anthropic
 
 from core.domain import JSON
-from core.ports import ModelReply, ModelRequest, ModelUnavailableError, TextSink, Usage
+from core.ports import ModelReply, ModelRequest, ModelUnavailableError, StreamListener, Usage
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,24 @@ def _block_to_json(block: Any) -> JSON:
         return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
     dumped: JSON = block.model_dump(mode="json", exclude_none=True)
     return dumped
+
+
+class _Relay:
+    """Passes stream events on, and remembers whether any arrived (a failure after that is mid-stream)."""
+
+    def __init__(self, listener: StreamListener | None) -> None:
+        self._listener = listener
+        self.streamed = False
+
+    async def text(self, so_far: str) -> None:
+        self.streamed = True
+        if self._listener is not None:
+            await self._listener.text(so_far)
+
+    async def tool_use_started(self) -> None:
+        self.streamed = True
+        if self._listener is not None:
+            await self._listener.tool_use_started()
 
 
 class ClaudeClient:
@@ -46,32 +64,25 @@ class ClaudeClient:
     async def close(self) -> None:
         await self._client.close()
 
-    async def reply(self, request: ModelRequest, on_text: TextSink | None = None) -> ModelReply:
+    async def reply(self, request: ModelRequest, listener: StreamListener | None = None) -> ModelReply:
         started = time.monotonic()
         try:
             async with asyncio.timeout(self._max_total_wait):
-                return await self._reply_with_retries(request, on_text)
+                return await self._reply_with_retries(request, listener)
         except TimeoutError as exc:
             waited = time.monotonic() - started
             log.warning("model reply timed out", extra={"waited_s": round(waited, 1)})
             raise ModelUnavailableError(f"no complete reply within {self._max_total_wait:.0f} s") from exc
 
-    async def _reply_with_retries(self, request: ModelRequest, on_text: TextSink | None) -> ModelReply:
+    async def _reply_with_retries(self, request: ModelRequest, listener: StreamListener | None) -> ModelReply:
         attempt = 0
         while True:
-            streamed = False
-
-            async def relay(text: str) -> None:
-                nonlocal streamed
-                streamed = True
-                if on_text is not None:
-                    await on_text(text)
-
+            relay = _Relay(listener)
             try:
                 return await self._stream_once(request, relay)
             except anthropic.APIStatusError as exc:
                 # An `error` event inside a 200 stream arrives as status 200; the SDK does not retry it.
-                mid_stream = streamed or exc.status_code == 200
+                mid_stream = relay.streamed or exc.status_code == 200
                 if mid_stream and attempt < MID_STREAM_RETRIES:
                     attempt += 1
                     log.warning(
@@ -99,7 +110,7 @@ class ClaudeClient:
                 log.warning("model stream broke", extra={"error": type(exc).__name__})
                 raise ModelUnavailableError(type(exc).__name__) from exc
 
-    async def _stream_once(self, request: ModelRequest, on_text: TextSink) -> ModelReply:
+    async def _stream_once(self, request: ModelRequest, relay: _Relay) -> ModelReply:
         text = ""
         async with self._client.messages.stream(
             model=request.model,
@@ -111,7 +122,9 @@ class ClaudeClient:
             async for event in stream:
                 if event.type == "text":
                     text += event.text
-                    await on_text(text)
+                    await relay.text(text)
+                elif event.type == "content_block_start" and event.content_block.type == "tool_use":
+                    await relay.tool_use_started()
             final = await stream.get_final_message()
             request_id = stream.request_id
         usage = Usage(

@@ -61,9 +61,16 @@ class ModelUnavailableError(Exception):
     """The model could not produce a complete reply (errors, retries exhausted, timeouts)."""
 
 
+class StreamListener(Protocol):
+    """Hears a reply as it streams: its text so far, and the moment a tool call begins."""
+
+    async def text(self, so_far: str) -> None: ...
+    async def tool_use_started(self) -> None: ...
+
+
 @runtime_checkable
 class ModelClient(Protocol):
-    async def reply(self, request: ModelRequest, on_text: TextSink | None = None) -> ModelReply: ...
+    async def reply(self, request: ModelRequest, listener: StreamListener | None = None) -> ModelReply: ...
 
 
 class ConversationStore(Protocol):

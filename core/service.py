@@ -41,6 +41,14 @@ from core.turns import TurnRunner
 log = logging.getLogger(__name__)
 
 
+FEEDBACK_THANKS = "Thanks, your feedback was recorded."
+FEEDBACK_ALREADY = "You already gave feedback on this conversation; the first answer counts."
+
+
+def feedback_text(recorded: bool) -> str:
+    return FEEDBACK_THANKS if recorded else FEEDBACK_ALREADY
+
+
 def forgotten_text(removed: int) -> str:
     """What a member is told after `forget`, on every platform."""
     return (
@@ -66,6 +74,12 @@ class InboundMessage:
 class BranchSource:
     conversation: Conversation
     message: StoredMessage
+
+
+@dataclass(frozen=True, slots=True)
+class ModeratorAction:
+    conversation: Conversation
+    changed: bool  # False: it already was in the state asked for
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,9 +181,8 @@ class ConversationService:
         if conversation is None:
             if not message.may_start:
                 return Ignored("not_a_conversation")
-            rejected = self.check_text(message.text)
-            if rejected:
-                return rejected
+            # Started even if this first message cannot be taken (a bare mention, too long): the thread is
+            # theirs now, and what they post next in it must reach the model.
             conversation = await self._store.get_or_create_conversation(key=message.key, owner_id=message.author_id)
         if conversation.is_ended:
             return AlreadyEnded(conversation, self._settings.notices.ended_reply)
@@ -394,13 +407,18 @@ class ConversationService:
         warnings = await self._store.warnings(conversation.id)
         return ConversationStatus(conversation, sum(1 for m in history if m.is_user_text), len(warnings))
 
-    async def moderator_end(self, *, key: ThreadKey, moderator_id: str, reason: str) -> Conversation | None:
-        conversation = await self._store.find_conversation(key)
-        if conversation is None:
+    async def moderator_end(self, *, key: ThreadKey, moderator_id: str, reason: str) -> ModeratorAction | None:
+        """End a conversation now. `changed` is False if it had already ended (by anyone): then nothing
+        is recorded and no second notice is due."""
+        if await self._store.find_conversation(key) is None:
             return None
-        if conversation.is_ended:
-            return conversation
         async with self._locks.hold(key):
+            # Checked under the thread's lock: a model ending may have just happened.
+            conversation = await self._store.find_conversation(key)
+            if conversation is None:
+                return None
+            if conversation.is_ended:
+                return ModeratorAction(conversation, changed=False)
             explanation = reason.strip()[:MAX_MODERATOR_REASON] or "A moderator ended this conversation."
             ended = await self._store.end_conversation(
                 conversation_id=conversation.id,
@@ -408,27 +426,35 @@ class ConversationService:
                 explanation=explanation,
                 actor=moderator_actor(moderator_id),
             )
-        await self._auditor.record(
-            AuditKind.MODERATOR_END, conversation.id, moderator_actor(moderator_id), reason.strip()[:200]
-        )
-        return ended
+            await self._auditor.record(
+                AuditKind.MODERATOR_END, conversation.id, moderator_actor(moderator_id), reason.strip()[:200]
+            )
+        return ModeratorAction(ended, changed=True)
 
-    async def moderator_reopen(self, *, key: ThreadKey, moderator_id: str, reason: str = "") -> Conversation | None:
-        conversation = await self._store.find_conversation(key)
-        if conversation is None:
+    async def moderator_reopen(self, *, key: ThreadKey, moderator_id: str, reason: str = "") -> ModeratorAction | None:
+        if await self._store.find_conversation(key) is None:
             return None
-        if not conversation.is_ended:
-            return conversation
-        reopened = await self._store.reopen_conversation(conversation_id=conversation.id)
-        await self._auditor.record(
-            AuditKind.MODERATOR_REOPEN, conversation.id, moderator_actor(moderator_id), reason.strip()[:200]
-        )
-        return reopened
+        async with self._locks.hold(key):
+            conversation = await self._store.find_conversation(key)
+            if conversation is None:
+                return None
+            if not conversation.is_ended:
+                return ModeratorAction(conversation, changed=False)
+            reopened = await self._store.reopen_conversation(conversation_id=conversation.id)
+            await self._auditor.record(
+                AuditKind.MODERATOR_REOPEN, conversation.id, moderator_actor(moderator_id), reason.strip()[:200]
+            )
+        return ModeratorAction(reopened, changed=True)
 
-    async def record_feedback(self, *, conversation_id: int, actor_id: str, helpful: bool) -> None:
+    async def record_feedback(self, *, conversation_id: int, actor_id: str, helpful: bool) -> bool:
+        """One vote per person and conversation, so the figures cannot be skewed by clicking again.
+        False if this person had already given feedback on it."""
+        if not await self._store.claim_event(source="feedback", event_id=f"{conversation_id}:{actor_id}"):
+            return False
         await self._auditor.record(
             AuditKind.FEEDBACK, conversation_id, user_actor(actor_id), "helpful" if helpful else "not_helpful"
         )
+        return True
 
     async def forget_user(self, *, platform: str, user_id: str) -> int:
         removed = await self._store.forget_user(platform=platform, user_id=user_id)

@@ -25,7 +25,16 @@ from core.outcomes import (
     Reply,
     WarningGiven,
 )
-from core.ports import Clock, ModelClient, ModelReply, ModelRequest, ModelUnavailableError, Store, TextSink
+from core.ports import (
+    Clock,
+    ModelClient,
+    ModelReply,
+    ModelRequest,
+    ModelUnavailableError,
+    Store,
+    StreamListener,
+    TextSink,
+)
 from core.prompt import build_request
 from core.risk_guard import RiskAssessment, assess, compile_lexicon
 from core.rules import (
@@ -52,6 +61,39 @@ class _Turn:
     outcome: Outcome | None = None
     refused: bool = False
     last_seq: int = 0  # the last message this answer stored
+
+
+# Model words are shown while they stream only once there are this many: the few words a model may write
+# before a tool call (a goodbye before an ending the rules then refuse) are never on screen.
+REVEAL_AFTER_CHARS = 200
+
+
+class RevealGate:
+    """Stands between the stream and the adapter's draft (the `StreamListener` of one answer).
+
+    Words appear once they are clearly an answer (REVEAL_AFTER_CHARS), and are withdrawn the moment a
+    tool call begins: until the core has judged the call, nothing it said may stand as the answer."""
+
+    def __init__(self, sink: TextSink | None) -> None:
+        self._sink = sink
+        self._shown = False
+        self._held = False
+
+    def next_round(self) -> None:
+        self._held = False
+
+    async def text(self, so_far: str) -> None:
+        if self._sink is None or self._held:
+            return
+        if self._shown or len(so_far) >= REVEAL_AFTER_CHARS:
+            self._shown = True
+            await self._sink(so_far)
+
+    async def tool_use_started(self) -> None:
+        self._held = True
+        if self._sink is not None and self._shown:
+            self._shown = False
+            await self._sink("")
 
 
 def _non_empty(blocks: Sequence[JSON]) -> tuple[JSON, ...]:
@@ -167,6 +209,7 @@ class TurnRunner:
         scope = budget_scope or conversation.key.place
         answered_up_to = history[-1].seq
         retry_left = True
+        gate = RevealGate(on_text)
         while True:
             request = build_request(
                 history,
@@ -175,7 +218,8 @@ class TurnRunner:
                 max_tokens=self._settings.model.max_output_tokens,
                 context_budget_tokens=self._settings.model.context_budget_tokens,
             )
-            reply = await self._call_model(turn, request, on_text, answered_up_to)
+            gate.next_round()
+            reply = await self._call_model(turn, request, gate, answered_up_to)
             if not isinstance(reply, ModelReply):
                 return reply
             await self._record_usage(conversation.key.platform, payer, scope, reply)
@@ -236,12 +280,12 @@ class TurnRunner:
             return self._final(turn, text)
 
     async def _call_model(
-        self, turn: _Turn, request: ModelRequest, on_text: TextSink | None, answered_up_to: int
+        self, turn: _Turn, request: ModelRequest, listener: StreamListener, answered_up_to: int
     ) -> ModelReply | ModelUnavailable:
         conversation_id = turn.conversation.id
         started = time.monotonic()
         try:
-            reply = await self._model.reply(request, on_text)
+            reply = await self._model.reply(request, listener)
         except ModelUnavailableError as exc:
             self._metrics.observe_error("model_unavailable")
             await self._auditor.record(AuditKind.MODEL_ERROR, conversation_id, MODEL_ACTOR, str(exc)[:200])

@@ -475,7 +475,9 @@ async def test_direct_messages_are_one_conversation_at_a_time(bot: Bot, fake: Fa
 
 async def test_model_text_never_pings_anyone(bot: Bot, fake: FakeDiscord) -> None:
     pings = f"@everyone @here <@&{fake.moderator_role_id}> <@{bot.bob}>"
-    bot.claude.push(Reply.text(f"Hey {pings}!"))
+    # Long enough to stream as a draft first (short replies only ever appear as the final text).
+    bot.claude.push(Reply.text(f"Hey {pings}! " + "And on and on. " * 20))
+    bot.claude.chunk_delay = 0.15
     thread = await bot.mention("say something loud")
     (reply,) = await bot.answered(thread)
     assert pings in reply["content"]
@@ -560,18 +562,21 @@ async def test_without_manage_threads_the_bot_keeps_the_thread_closed_itself(bot
     assert sum("Manage Threads" in m["content"] for m in replies) == 1  # told once
 
 
-async def test_the_final_text_replaces_the_streamed_draft(bot: Bot, fake: FakeDiscord) -> None:
-    # The model writes words and a warning the core refuses (too few redirects), then starts over.
+async def test_words_that_came_with_a_refused_call_never_reach_discord(bot: Bot, fake: FakeDiscord) -> None:
+    # The model writes words and a warning the core refuses (too few redirects), then starts over. The
+    # words stream slowly, so a draft (post or edit) would show them if anything did.
+    bot.claude.chunk_delay = 0.1
     refused = Reply.tool(
         "warn_user", {"behavior": "x", "redirect_attempts": 0}, text="DRAFT: this is a formal warning."
     )
     bot.claude.push(refused, Reply.text("Let's talk about something else."))
     thread = await bot.mention("hm")
     (reply,) = await bot.answered(thread)
-    # The draft is sent as a placeholder: notifications never carry words that may be withdrawn.
-    posted = [call.json["content"] for call in fake.calls_to("POST", rf"^/channels/{thread}/messages$")]
-    assert posted[0] == "…"
-    assert not any("DRAFT" in (content or "") for content in posted)
+    sent = fake.calls_to("POST", rf"^/channels/{thread}/messages$") + fake.calls_to(
+        "PATCH", rf"^/channels/{thread}/messages/\d+$"
+    )
+    shown = [call.json.get("content") or "" for call in sent if call.json]
+    assert shown and not any("DRAFT" in content for content in shown)
     assert reply["content"] == "Let's talk about something else."
     assert reply["embeds"] == []
 

@@ -134,13 +134,17 @@ async def test_moderators_end_and_reopen_with_an_audit_trail(
     service: ConversationService, sqlite: SqliteStore, fake_anthropic: FakeAnthropic
 ) -> None:
     await service.handle_message(said("hi"))
-    ended = await service.moderator_end(key=KEY, moderator_id="M1", reason="spam")
-    assert ended is not None and ended.is_ended and ended.ended_by == "moderator:M1"
+    action = await service.moderator_end(key=KEY, moderator_id="M1", reason="spam")
+    assert action is not None and action.changed
+    ended = action.conversation
+    assert ended.is_ended and ended.ended_by == "moderator:M1"
+    again = await service.moderator_end(key=KEY, moderator_id="M2", reason="twice")
+    assert again is not None and not again.changed and again.conversation.ended_by == "moderator:M1"
     before = len(fake_anthropic.message_requests())
     assert isinstance(await service.handle_message(said("more")), AlreadyEnded)
     assert len(fake_anthropic.message_requests()) == before
     reopened = await service.moderator_reopen(key=KEY, moderator_id="M1", reason="mistake")
-    assert reopened is not None and not reopened.is_ended
+    assert reopened is not None and reopened.changed and not reopened.conversation.is_ended
     assert isinstance(await service.handle_message(said("back")), Reply)
     counts = await service.stats(days=1)
     assert counts["moderator_end"] == 1 and counts["moderator_reopen"] == 1

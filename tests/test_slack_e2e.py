@@ -28,7 +28,6 @@ from aiohttp import web
 from bots.environment import Environment
 from bots.runtime import Runtime
 from bots.slack_bot import SlackAdapter
-from bots.slack_buttons import THANKS
 from bots.slack_commands import RESTARTING
 from bots.slack_render import (
     ACTION_CONFIRM_END,
@@ -38,6 +37,7 @@ from bots.slack_render import (
     ACTION_NEW_CONVERSATION,
 )
 from core.domain import Conversation, ThreadKey
+from core.service import FEEDBACK_ALREADY, FEEDBACK_THANKS
 from core.settings import ModeratorSettings, Settings
 from tests.support.fake_anthropic import FakeAnthropic, Reply
 from tests.support.fake_slack import FakeSlack, SlackDriver, find_buttons, serve_web_app
@@ -282,10 +282,15 @@ async def test_warning_then_ending_then_a_locked_thread(bot: Bot, slack: FakeSla
     # Feedback on the ending is recorded.
     await bot.click(notice, ACTION_FEEDBACK_UNHELPFUL, ALICE)
     await slack.wait_for_async(lambda: slack.responses, timeout=10)
-    assert slack.responses[-1].body["text"] == THANKS
+    assert slack.responses[-1].body["text"] == FEEDBACK_THANKS
     since = datetime.now(UTC) - timedelta(minutes=5)
     feedback = [e for e in await bot.runtime.store.events(since=since) if e.kind == "feedback"]
     assert [(e.reason, e.conversation_id) for e in feedback] == [("not_helpful", conversation.id)]
+    # One vote per person: clicking again does not count twice.
+    await bot.click(notice, ACTION_FEEDBACK_HELPFUL, ALICE)
+    await slack.wait_for_async(lambda: len(slack.responses) >= 2, timeout=10)
+    assert slack.responses[-1].body["text"] == FEEDBACK_ALREADY
+    assert len([e for e in await bot.runtime.store.events(since=since) if e.kind == "feedback"]) == 1
 
     # "Start a new conversation" opens a fresh top-level thread; replying there needs no mention.
     await bot.click(notice, ACTION_NEW_CONVERSATION, ALICE)
@@ -466,18 +471,18 @@ async def test_model_overload_gives_a_notice_and_keeps_the_message(
     assert bot.last_user_texts() == ["[Alice (U0ALICE)] first question", "[Alice (U0ALICE)] second question"]
 
 
-async def test_the_final_text_replaces_the_streamed_draft(bot: Bot, slack: FakeSlack) -> None:
-    # The model writes words and a warning the core refuses (too few redirects), then starts over.
+async def test_words_that_came_with_a_refused_call_never_reach_slack(bot: Bot, slack: FakeSlack) -> None:
+    # The model writes words and a warning the core refuses (too few redirects), then starts over. The
+    # words stream slowly, so a draft would show them if anything did.
+    bot.claude.chunk_delay = 0.1
     refused = Reply.tool(
         "warn_user", {"behavior": "x", "redirect_attempts": 0}, text="DRAFT: this is a formal warning."
     )
     bot.claude.push(refused, Reply.text("Let's talk about something else."))
     root = await bot.mention("hm")
     (reply,) = await bot.answered(root)
-    # The draft is posted as a placeholder: the notification never carries words that may be withdrawn.
-    posted = [call["text"] for call in slack.calls_to("chat.postMessage")]
-    assert posted[0] == "…"
-    assert not any("DRAFT" in text for text in posted)
+    shown = [call["text"] for call in slack.calls_to("chat.postMessage") + slack.calls_to("chat.update")]
+    assert shown and not any("DRAFT" in text for text in shown)
     assert reply["text"] == "Let's talk about something else."
     assert "DRAFT" not in block_text(reply)
 

@@ -332,7 +332,7 @@ def chat_on_a_tty(fake: FakeAnthropic, db: Path, *lines: str) -> str:
     return screen.decode(errors="replace").replace("\r\n", "\n")
 
 
-def test_on_a_tty_replies_stream_and_withdrawn_words_are_marked(fake_anthropic: FakeAnthropic, db: Path) -> None:
+def test_on_a_tty_a_goodbye_with_a_refused_ending_is_never_shown(fake_anthropic: FakeAnthropic, db: Path) -> None:
     fake_anthropic.push(
         Reply.tool(
             "end_conversation",
@@ -342,9 +342,19 @@ def test_on_a_tty_replies_stream_and_withdrawn_words_are_marked(fake_anthropic: 
         Reply.text("Let's get back to your question."),
     )
     screen = chat_on_a_tty(fake_anthropic, db, "you are useless")
-    assert "Claude: I am ending this conversation now." in screen  # streamed as it came
-    assert "[withdrawn: the text above was not Claude's final answer]" in screen
-    assert (
-        screen.rstrip().endswith("Claude: Let's get back to your question.")
-        or "Claude: Let's get back to your question." in screen
+    assert "ending this conversation" not in screen
+    assert screen.rstrip().endswith("Claude: Let's get back to your question.")
+
+
+def test_on_a_tty_replies_stream_and_withdrawn_words_are_marked(fake_anthropic: FakeAnthropic, db: Path) -> None:
+    # Long enough to be shown while streaming; then a tool call starts, which the core refuses.
+    long_words = "Here is a long preamble that goes on for a while before anything happens. " * 4
+    fake_anthropic.chunk_delay = 0.05
+    fake_anthropic.push(
+        Reply.tool("warn_user", {"behavior": "x", "redirect_attempts": 0}, text=long_words),
+        Reply.text("Let's get back to your question."),
     )
+    screen = chat_on_a_tty(fake_anthropic, db, "you are useless")
+    assert "Claude: Here is a long preamble" in screen  # streamed as it came
+    assert "[withdrawn: the text above was not Claude's final answer]" in screen
+    assert screen.rstrip().endswith("Claude: Let's get back to your question.")
