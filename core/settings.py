@@ -83,7 +83,7 @@ class NoticeSettings(_Frozen):
         "Claude declined to respond to that message. It will not be used in the rest of this conversation."
     )
     too_long: str = "That message is too long ({length} characters; the limit is {limit}). Please shorten it."
-    empty: str = "That message is empty, so there is nothing to answer."
+    empty: str = "That message is empty. What would you like to talk about?"
     budget_reached: str = "The daily usage budget here has been reached. Please try again tomorrow."
 
 

@@ -585,3 +585,14 @@ async def test_lastresort_run_answers_slack_and_stops_cleanly(
     for secret in (SECRET, slack.token, "sk-ant-process-test-key"):
         assert secret not in logs
     assert "hello from a process" not in logs  # no message text in the logs
+
+
+async def test_a_bare_mention_starts_a_conversation_that_the_thread_continues(bot: Bot, slack: FakeSlack) -> None:
+    root = await bot.mention("")
+    await slack.wait_for_async(lambda: slack.ephemerals, timeout=10, what="the note")
+    assert "What would you like to talk about?" in slack.ephemerals[-1]["text"]
+    assert bot.model_calls() == 0
+    await bot.say("what is a good name for a boat?", root)
+    (reply,) = await bot.answered(root)
+    assert "what is a good name for a boat?" in reply["text"]
+
