@@ -92,12 +92,13 @@ class ClaudeClient:
                     await asyncio.sleep(0.5 * 2**attempt)
                     continue
                 log.warning(
-                    "model request failed",
+                    "model request failed: HTTP %s",
+                    exc.status_code,
                     extra={"status": exc.status_code, "request_id": exc.request_id},
                 )
                 raise ModelUnavailableError(f"the model API answered {exc.status_code}") from exc
             except anthropic.APIError as exc:
-                log.warning("model request failed", extra={"error": type(exc).__name__})
+                log.warning("model request failed: %s", type(exc).__name__, extra={"error": type(exc).__name__})
                 raise ModelUnavailableError(type(exc).__name__) from exc
             except Exception as exc:
                 # The SDK does not wrap a connection that breaks mid-stream (the transport's own error):
