@@ -9,6 +9,15 @@ delegate: messages and edits (`discord_conversations`), buttons and the branch f
 
 Each event runs as its own task in discord.py; every handler here is counted as work in flight (so a
 shutdown lets it finish) and guarded, so one bad event is logged and the client carries on.
+
+Shutdown: the gateway stays connected while replies in flight finish, and Discord never delivers an event
+again, so messages and edits arriving then are still handled (admitted work: the core stores a message
+before answering it, so one cut short is answered later by whichever instance runs). Interactions are
+different: Discord delivers them to every connected session, so during a rolling deploy a stopping
+instance leaves them to the other one for a moment, and answers "restarting" only if nobody took them.
+
+A gateway connection that ends for good after start-up (Discord rejected the token or the intents) asks
+the supervisor to stop the process with exit code 2, so the platform running it notices.
 """
 
 from __future__ import annotations
@@ -31,11 +40,12 @@ from bots.discord_conversations import DiscordConversations
 from bots.discord_inbound import EVENT_SOURCE, PLATFORM, interaction_event_id
 from bots.discord_invite import invite_url
 from bots.discord_replies import DEFAULT_UPDATE_INTERVAL
+from bots.discord_targets import BranchSources
 from bots.discord_views import parse_custom_id
 from bots.environment import Environment
-from bots.recovery import DEFAULT_AGE_SECONDS, RecoveryLoop
+from bots.recovery import RecoveryLoop
 from bots.runtime import Runtime
-from core.work_tracker import ShuttingDownError
+from bots.supervisor import EXIT_START_FAILED
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +54,9 @@ DEFAULT_GUILD_READY_TIMEOUT = 2.0
 # start() returns once connected, or after this: the client keeps connecting in the background.
 DEFAULT_READY_TIMEOUT = 30.0
 STOP_TIMEOUT_SECONDS = 2.5
+# While shutting down, how long an interaction is left for another connected instance before this one
+# answers it; Discord allows 3 s for the first answer.
+HANDOFF_SECONDS = 1.0
 ROUTED_INTERACTIONS = frozenset({discord.InteractionType.component, discord.InteractionType.modal_submit})
 
 
@@ -64,6 +77,15 @@ def point_discord_py_at(env: Environment) -> None:
         Route.BASE = env.discord_api_url.rstrip("/")
     if env.discord_gateway_url:
         DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(env.discord_gateway_url)
+
+
+def gateway_failure(error: BaseException | None) -> str:
+    """Why the gateway connection ended for good, in words an operator can act on."""
+    if isinstance(error, discord.PrivilegedIntentsRequired):
+        return "Discord refused the Message Content intent: enable it for the bot in the Developer Portal"
+    if isinstance(error, discord.ConnectionClosed) and error.code == 4004:
+        return "Discord rejected DISCORD_TOKEN: copy the bot token from the Developer Portal"
+    return "the Discord gateway connection ended"
 
 
 def build_client(env: Environment, *, guild_ready_timeout: float) -> discord.Client:
@@ -95,18 +117,21 @@ class DiscordAdapter:
         update_interval: float = DEFAULT_UPDATE_INTERVAL,
         guild_ready_timeout: float = DEFAULT_GUILD_READY_TIMEOUT,
         ready_timeout: float = DEFAULT_READY_TIMEOUT,
-        recovery_age_seconds: float = DEFAULT_AGE_SECONDS,
+        recovery_age_seconds: float | None = None,
     ) -> None:
         self._runtime = runtime
         self._update_interval = update_interval
         self._guild_ready_timeout = guild_ready_timeout
         self._ready_timeout = ready_timeout
-        self._recovery_age_seconds = recovery_age_seconds
+        # Settings decide; tests may look for unanswered messages sooner than settings allow (at least 1 s).
+        recovery = runtime.settings.recovery
+        self._recovery_age_seconds = recovery.age_seconds if recovery_age_seconds is None else recovery_age_seconds
         self._client: discord.Client | None = None
         self._connection: asyncio.Task[None] | None = None
         self._recovery: RecoveryLoop | None = None
         self._ready = asyncio.Event()
         self._starting = False
+        self._stopping = False
         self._components: Components | None = None
         self._conversations: DiscordConversations | None = None
 
@@ -144,6 +169,7 @@ class DiscordAdapter:
             self._starting = False
 
     async def stop(self) -> None:
+        self._stopping = True  # the connection ending from here on is expected
         if self._recovery is not None:
             await self._recovery.stop()
         if self._client is not None:
@@ -162,9 +188,17 @@ class DiscordAdapter:
             update_interval=self._update_interval,
         )
         self._conversations = conversations
-        self._components = Components(service=runtime.service, store=runtime.store, conversations=conversations)
-        tree = LastResortTree(client, claim=self._claim_interaction)
-        for group in SlashCommands(service=runtime.service, conversations=conversations, work=runtime.work).groups():
+        components = Components(service=runtime.service, store=runtime.store, conversations=conversations)
+        self._components = components
+        tree = LastResortTree(client, admit=self._admit)
+        commands = SlashCommands(
+            service=runtime.service,
+            conversations=conversations,
+            components=components,
+            branch_sources=BranchSources(service=runtime.service, store=runtime.store),
+            work=runtime.work,
+        )
+        for group in commands.groups():
             tree.add_command(group)
         for handler in (self.on_ready, self.on_message, self.on_raw_message_edit, self.on_interaction):
             client.event(handler)
@@ -186,34 +220,33 @@ class DiscordAdapter:
             ready.cancel()
         if connection in done:
             error = connection.exception()
-            if isinstance(error, discord.PrivilegedIntentsRequired):
-                raise RuntimeError(
-                    "Discord refused the Message Content intent: enable it for the bot in the Developer Portal"
-                ) from error
-            raise RuntimeError("the Discord gateway connection ended during start-up") from error
+            raise RuntimeError(gateway_failure(error)) from error
         if ready not in done:
             log.warning("discord is not ready yet; still connecting in the background")
 
     def _connection_ended(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or self._client is None or self._client.is_closed():
+        # discord.py reconnects by itself; its connection ends only when stopped, or when Discord refuses
+        # the bot for good (it may close the client itself then, so `is_closed()` proves nothing).
+        if task.cancelled() or self._stopping:
             return
         if self._starting:
             return  # start() is waiting for this task and raises its error itself
-        log.error(
-            "the Discord gateway connection ended; this process no longer receives Discord events",
-            exc_info=task.exception(),
-        )
+        error = task.exception()
+        reason = gateway_failure(error)
+        log.error("discord stopped for good: %s; stopping the process", reason, exc_info=error)
+        # A process without its Discord connection would look healthy while answering nobody.
+        self._runtime.shutdown.request(f"discord: {reason}", exit_code=EXIT_START_FAILED)
 
     # -- events -----------------------------------------------------------------------------------------
 
     async def _guarded(self, what: str, work: Callable[[], Awaitable[None]]) -> bool:
-        """Run one event's work counted as in flight; log a failure instead of raising it."""
+        """Run one event's work counted as in flight; log a failure instead of raising it.
+
+        Admitted even during a shutdown: Discord never delivers a message or edit again, and an
+        interaction reaches this point only once this instance has claimed it."""
         try:
-            async with self._runtime.work.track():
+            async with self._runtime.work.track(admitted=True):
                 await work()
-        except ShuttingDownError:
-            log.warning("discord event arrived as shutdown began; not handled", extra={"what": what})
-            return False
         except discord.HTTPException as exc:
             log.warning("discord api call failed", extra={"what": what, "status": exc.status, "code": exc.code})
             return False
@@ -224,6 +257,24 @@ class DiscordAdapter:
 
     async def _claim_interaction(self, interaction_id: int) -> bool:
         return await self._runtime.store.claim_event(source=EVENT_SOURCE, event_id=interaction_event_id(interaction_id))
+
+    async def _admit(self, interaction: discord.Interaction[discord.Client]) -> bool:
+        """Whether this instance answers an interaction: only the one that claims it in the database does.
+
+        While shutting down, it does not claim at once: another connected instance may take it."""
+        if self._runtime.work.closed:
+            await self._hand_off(interaction)
+            return False
+        return await self._claim_interaction(interaction.id)
+
+    async def _hand_off(self, interaction: discord.Interaction[discord.Client]) -> None:
+        if interaction.type is discord.InteractionType.autocomplete:
+            return  # suggestions are optional: another instance may give them
+        await asyncio.sleep(HANDOFF_SECONDS)
+        if await self._claim_interaction(interaction.id):
+            # Nobody else took it: better a plain answer than Discord's "This interaction failed".
+            with contextlib.suppress(discord.HTTPException):
+                await tell(interaction, RESTARTING)
 
     async def on_ready(self) -> None:
         first = not self._ready.is_set()
@@ -237,6 +288,7 @@ class DiscordAdapter:
                 platform=PLATFORM,
                 deliver=self._conversations.deliver_pending,
                 age_seconds=self._recovery_age_seconds,
+                interval_seconds=self._runtime.settings.recovery.interval_seconds,
             )
             self._recovery.start()
 
@@ -256,12 +308,9 @@ class DiscordAdapter:
             return
         data = cast("Mapping[str, object]", interaction.data or {})
         action = parse_custom_id(str(data.get("custom_id", "")))
-        if action is None or not await self._claim_interaction(interaction.id):
+        if action is None or not await self._admit(interaction):
             return
         components = self._components
-        if self._runtime.work.closed:
-            await tell(interaction, RESTARTING)
-            return
         if not await self._guarded("interaction", lambda: components.handle(interaction, action)):
             with contextlib.suppress(discord.HTTPException):
                 await tell(interaction, FAILED)

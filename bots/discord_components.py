@@ -74,7 +74,7 @@ class Components:
             case NewConversation():
                 await self._new_conversation(interaction)
             case EditAndBranch(conversation_id=cid):
-                await self._open_form(interaction, cid)
+                await self.open_form(interaction, cid)
             case BranchForm(conversation_id=cid):
                 await self._submit_form(interaction, cid)
 
@@ -128,8 +128,10 @@ class Components:
         await self._conversations.start(place, user, None, message_id=f"interaction:{interaction.id}")
         await tell(interaction, f"Your new conversation: {place.mention}")
 
-    async def _open_form(self, interaction: Interaction, conversation_id: int) -> None:
-        # A modal must be the first answer to a click, so no defer here; two quick reads stay within 3 s.
+    async def open_form(self, interaction: Interaction, conversation_id: int) -> None:
+        """The "Edit & branch" form, for a click or for `/lastresort branch`.
+
+        A modal must be the first answer to an interaction, so no defer here; two quick reads stay within 3 s."""
         mine = await self._service.user_messages(conversation_id=conversation_id, author_id=str(interaction.user.id))
         if not mine:
             await tell(interaction, NOTHING_TO_EDIT)
@@ -155,6 +157,11 @@ class Components:
             await tell(interaction, source.text if isinstance(source, NotAllowed) else NOT_ANSWERED_YET)
             return
         new_text = values.get(TEXT_FIELD, "")
+        # Checked before the new thread is made: a refused text would leave it empty and unanswered.
+        refused = self._service.check_text(new_text)
+        if refused is not None:
+            await tell(interaction, refused.text)
+            return
         link = None if interaction.guild_id is None else jump_url(interaction.guild_id, conversation.key.thread)
         place = await self._conversations.branch_place(source, editor=editor, link=link, new_text=new_text)
         await tell(interaction, f"Branched into {place.mention}.")

@@ -8,14 +8,22 @@ Where conversations live:
 - In DMs there is one conversation at a time, numbered: the newest one in `dm:<user>` is in use, and
   `/lastresort new` (or the button) starts the next.
 
-An ending posts the notice and then locks the thread (a real Discord lock: members cannot post or edit
-there any more). Without Manage Threads the lock fails; the core's own rule still holds (it answers
-nothing in an ended conversation), and the thread says once why it is not locked.
+An ending locks the thread first (a real Discord lock: members cannot post or edit there any more, while
+the bot, having Manage Threads, still can), then posts the notice, then archives the thread if configured:
+so the lock never depends on the notice going through. Without Manage Threads the lock fails; the core's
+own rule still holds (it answers nothing in an ended conversation), and the first such thread in a server
+says why it is not locked (once per server and process, not in every thread).
+
+A reply cut short by a shutdown leaves a note instead of half an answer; its message stays stored and
+unanswered, so another instance (or this one, restarted) answers it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -43,12 +51,14 @@ from bots.discord_inbound import (
 from bots.discord_render import (
     CANNOT_LOCK,
     DM_BRANCH_NOTE,
+    INTERRUPTED,
     NO_THREAD_PERMISSION,
     REOPENED,
     already_ended_post,
     branch_starter,
     fresh_starter,
     notice_post,
+    plain_notice,
     render_outcome,
     short_post,
     thread_title,
@@ -65,6 +75,8 @@ MISSING_PERMISSIONS = 50013
 # Discord archives a quiet thread after this, and an archived thread takes no clicks: the longest choice
 # keeps "Edit & branch" on an ended conversation usable for a week.
 ARCHIVE_AFTER_MINUTES: Final = 10080
+# A refused edit is answered in the channel it was made in, so the note cleans itself up after this.
+BRIEF_NOTE_SECONDS = 30.0
 
 
 class DiscordStore(Protocol):
@@ -72,6 +84,14 @@ class DiscordStore(Protocol):
 
     async def claim_event(self, *, source: str, event_id: str) -> bool: ...
     async def get_conversation(self, conversation_id: int) -> Conversation | None: ...
+    async def recent_endings(self, *, limit: int) -> list[Conversation]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Reopening:
+    conversation: Conversation
+    changed: bool  # False: it had not ended
+    unlocked: bool  # False: the thread stays locked or archived (the bot lacks Manage Threads)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +134,8 @@ class DiscordConversations:
         self._store = store
         self._settings = settings
         self._update_interval = update_interval
+        # Servers whose moderators were told that the bot cannot lock threads there.
+        self._told_cannot_lock: set[int] = set()
 
     @property
     def _bot_id(self) -> int:
@@ -175,7 +197,7 @@ class DiscordConversations:
 
     async def _answer(self, place: Place, message: InboundMessage, original: discord.Message | None) -> None:
         writer = self._writer(place)
-        outcome = await self._service.handle_message(message, writer.on_text)
+        outcome = await _answering(writer, self._service.handle_message(message, writer.on_text))
         await self._show(place, writer, outcome, original)
 
     async def _show(
@@ -184,9 +206,11 @@ class DiscordConversations:
         if isinstance(outcome, AlreadyEnded | Rejected):
             await self._note(place, outcome, original)
             return
-        await writer.finish(render_outcome(outcome, in_dm=place.in_dm))
+        posts = render_outcome(outcome, in_dm=place.in_dm)
         if isinstance(outcome, Ended):
-            await self._lock(place.channel)
+            await self._close(place.channel, lambda: writer.finish(posts), outcome.notice)
+            return
+        await writer.finish(posts)
 
     async def _note(self, place: Place, outcome: AlreadyEnded | Rejected, original: discord.Message | None) -> None:
         """A short answer to one post that reaches no model: why, and how to go on."""
@@ -196,7 +220,9 @@ class DiscordConversations:
             post = already_ended_post(outcome.text, outcome.conversation.id)
         else:
             post = short_post(outcome.text)
-        await send_post(place.channel, post, reference=original)
+        # A reply must be in the same channel as what it answers: a mention's note goes to its new thread.
+        same_channel = original is not None and original.channel.id == getattr(place.channel, "id", None)
+        await send_post(place.channel, post, reference=original if same_channel else None)
 
     @staticmethod
     def _is_moderator(message: discord.Message) -> bool:
@@ -210,37 +236,91 @@ class DiscordConversations:
 
     async def announce_ending(
         self, channel: discord.abc.Messageable, conversation: Conversation, notice: EndingNotice
-    ) -> None:
-        """The notice, then the lock (the notice first: an archived thread takes no more posts)."""
-        await send_post(channel, notice_post(conversation.id, notice, in_dm=is_dm_place(conversation.key.place)))
-        await self._lock(channel)
+    ) -> bool:
+        """Lock, notice, archive (see the module docstring). False if a thread could not be locked."""
+        post = notice_post(conversation.id, notice, in_dm=is_dm_place(conversation.key.place))
+        return await self._close(channel, lambda: send_post(channel, post), notice)
 
-    async def _lock(self, channel: discord.abc.Messageable) -> None:
-        if not isinstance(channel, discord.Thread):
-            return  # a DM cannot be locked; the core answers nothing there until a new conversation
+    async def _close(
+        self, channel: discord.abc.Messageable, show_notice: Callable[[], Awaitable[object]], notice: EndingNotice
+    ) -> bool:
+        # A DM cannot be locked: the core answers nothing there until a new conversation.
+        thread = channel if isinstance(channel, discord.Thread) else None
+        locked = thread is None or await self._lock(thread)
+        await self._post_notice(channel, show_notice, notice)
+        if thread is not None and not locked:
+            await self._tell_cannot_lock(thread)
+        elif thread is not None and self._settings.discord.archive_on_end:
+            await self._archive(thread)
+        return locked
+
+    async def _lock(self, thread: discord.Thread) -> bool:
         try:
-            await channel.edit(locked=True, archived=self._settings.discord.archive_on_end)
+            # Unarchived too: a thread Discord archived after a week of quiet takes no posts, not even ours.
+            await thread.edit(locked=True, archived=False)
         except discord.Forbidden as exc:
             if exc.code != MISSING_PERMISSIONS:
                 raise
-            log.warning("cannot lock an ended thread: missing Manage Threads", extra={"thread_id": channel.id})
-            await send_text(channel, CANNOT_LOCK)
+            log.warning("cannot lock an ended thread: missing Manage Threads", extra={"thread_id": thread.id})
+            return False
+        return True
 
-    async def reopen(self, thread: discord.Thread, *, moderator_id: int, reason: str = "") -> Conversation | None:
-        """Unlock (and unarchive) first, so the thread takes posts again, then reopen the conversation."""
+    @staticmethod
+    async def _post_notice(
+        channel: discord.abc.Messageable, show_notice: Callable[[], Awaitable[object]], notice: EndingNotice
+    ) -> None:
+        try:
+            await show_notice()
+        except discord.HTTPException as exc:
+            # People must learn that it ended: the same news without embed and buttons, if that goes through.
+            log.warning("discord ending notice failed", extra={"status": exc.status, "code": exc.code})
+            with contextlib.suppress(discord.HTTPException):
+                await send_text(channel, plain_notice(notice))
+
+    async def _tell_cannot_lock(self, thread: discord.Thread) -> None:
+        """Once per server: every thread repeating it would only add noise."""
+        if thread.guild.id in self._told_cannot_lock:
+            return
+        self._told_cannot_lock.add(thread.guild.id)
+        await send_text(thread, CANNOT_LOCK)
+
+    @staticmethod
+    async def _archive(thread: discord.Thread) -> None:
+        try:
+            await thread.edit(archived=True)
+        except discord.HTTPException as exc:
+            log.warning("cannot archive an ended thread", extra={"thread_id": thread.id, "code": exc.code})
+
+    async def reopen(self, thread: discord.Thread, *, moderator_id: int, reason: str = "") -> Reopening | None:
+        """Unlock (and unarchive) first, so the thread takes posts again, then reopen the conversation.
+
+        It is reopened even if the thread cannot be unlocked (a moderator can unlock it by hand), but then
+        the thread is not told it can continue: nobody could post there."""
         key = thread_key(thread)
         conversation = await self._service.find_conversation(key)
-        if conversation is None or not conversation.is_ended:
-            return conversation
+        if conversation is None:
+            return None
+        if not conversation.is_ended:
+            return Reopening(conversation, changed=False, unlocked=True)
+        unlocked = await self._unlock(thread)
+        action = await self._service.moderator_reopen(key=key, moderator_id=str(moderator_id), reason=reason)
+        if action is None:
+            return None
+        if action.changed and unlocked:
+            await send_text(thread, REOPENED)
+        return Reopening(action.conversation, action.changed, unlocked)
+
+    async def _unlock(self, thread: discord.Thread) -> bool:
+        # Asked afresh: a cached thread may not know yet that it was locked or archived a moment ago.
+        fresh = await self._client.fetch_channel(thread.id)
+        if isinstance(fresh, discord.Thread) and not (fresh.locked or fresh.archived):
+            return True  # never locked (the bot had no Manage Threads then): nothing to undo
         try:
             await thread.edit(locked=False, archived=False)
         except discord.Forbidden:
             log.warning("cannot unlock a reopened thread: missing Manage Threads", extra={"thread_id": thread.id})
-        action = await self._service.moderator_reopen(key=key, moderator_id=str(moderator_id), reason=reason)
-        if action is None or not action.changed:
-            return action.conversation if action else None
-        await send_text(thread, REOPENED)
-        return action.conversation
+            return False
+        return True
 
     # -- new conversations ------------------------------------------------------------------------------
 
@@ -302,9 +382,20 @@ class DiscordConversations:
         if not await self._claim(edit_event_id(payload.message_id, str(edited_at))):
             return
         new_text = message_text(message, self._bot_id)
+        # Checked before anything is created: a refused text would leave a starter and an empty thread.
+        refused = self._service.check_text(new_text)
+        if refused is not None:
+            await self._brief_note(message, refused.text, in_dm=payload.guild_id is None)
+            return
         link = jump_url(payload.guild_id, payload.channel_id, payload.message_id)
         place = await self.branch_place(source, editor=message.author, link=link, new_text=new_text)
         await self.answer_branch(place, source, editor=message.author, new_text=new_text)
+
+    @staticmethod
+    async def _brief_note(message: discord.Message, text: str, *, in_dm: bool) -> None:
+        """Why an edit branched nothing: a reply to it, gone after a while where others can see it."""
+        delete_after = None if in_dm else BRIEF_NOTE_SECONDS
+        await send_post(message.channel, short_post(text), reference=message, delete_after=delete_after)
 
     async def branch_place(
         self, source: BranchSource, *, editor: discord.abc.User, link: str | None, new_text: str
@@ -325,10 +416,10 @@ class DiscordConversations:
         self, place: Place, source: BranchSource, *, editor: discord.abc.User, new_text: str
     ) -> None:
         writer = self._writer(place)
-        outcome = await self._service.branch(
+        branching = self._service.branch(
             source, key=place.key, new_text=new_text, author_name=editor.display_name, on_text=writer.on_text
         )
-        await self._show(place, writer, outcome)
+        await self._show(place, writer, await _answering(writer, branching))
 
     # -- recovery ---------------------------------------------------------------------------------------
 
@@ -339,7 +430,7 @@ class DiscordConversations:
             return
         place = Place(await self._channel_of(conversation.key), conversation.key)
         writer = self._writer(place)
-        outcome = await self._service.answer_pending(message, writer.on_text)
+        outcome = await _answering(writer, self._service.answer_pending(message, writer.on_text))
         if not isinstance(outcome, AlreadyEnded):  # nobody is waiting for a note about a post this old
             await self._show(place, writer, outcome)
 
@@ -350,3 +441,14 @@ class DiscordConversations:
         if not isinstance(channel, discord.abc.Messageable):
             raise TypeError(f"channel {key.thread} takes no messages")
         return channel
+
+
+async def _answering(writer: StreamedReply, answer: Awaitable[Outcome]) -> Outcome:
+    try:
+        return await answer
+    except asyncio.CancelledError:
+        # Cut short by a shutdown: the message stays stored and unanswered and is answered again later;
+        # meanwhile the draft must not pass for the answer. Shielded: this task is being cancelled.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(writer.abandon(INTERRUPTED))
+        raise

@@ -23,7 +23,7 @@ from bots.discord_views import (
     feedback_id,
     new_conversation_id,
 )
-from core.domain import EndReason
+from core.domain import Conversation, EndReason
 from core.outcomes import (
     AlreadyEnded,
     ConfirmationRequested,
@@ -60,14 +60,19 @@ SUPPORT_COLOUR = discord.Colour.blue()
 HOW_TO_GO_ON = (
     "• **New conversation:** use the button below, mention me in a channel, or run `/lastresort chat`.\n"
     "• **Branch:** press **Edit & branch** to rewrite one of your messages; I continue from that point in a "
-    "new thread. Editing the message that started this thread does the same.\n"
+    "new thread. Editing the message that started this thread does the same, and so does `/lastresort branch` "
+    "in the channel once this thread is archived (an archived thread takes no clicks).\n"
     "• **Feedback:** 👍 or 👎 tells us whether this ending was right."
 )
 HOW_TO_GO_ON_DM = (
     "• **New conversation:** use the button below or run `/lastresort new`.\n"
-    "• **Branch:** edit one of your earlier messages here, or press **Edit & branch**; I continue from that "
-    "point as a new conversation.\n"
+    "• **Branch:** edit one of your earlier messages here, press **Edit & branch** or run `/lastresort branch`; "
+    "I continue from that point as a new conversation.\n"
     "• **Feedback:** 👍 or 👎 tells us whether this ending was right."
+)
+# When the notice itself cannot be posted (its embed refused): the same news, as plain text without buttons.
+PLAIN_HOW_TO_GO_ON = (
+    "Run `/lastresort chat` for a new conversation, or `/lastresort branch` to edit one of your messages."
 )
 ENDED_BY = {
     EndReason.PERSISTENT_ABUSE: "Ended by Claude after a formal warning.",
@@ -79,8 +84,12 @@ WARNING_TEXT = "This reply is a formal warning about: {behavior}. If this contin
 REOPENED = "🔓 A moderator reopened this conversation. You can continue here."
 CANNOT_LOCK = (
     "⚠️ I could not lock this thread: I am missing the **Manage Threads** permission. The conversation has "
-    "still ended and I will not answer here. Moderators: grant me Manage Threads so ended threads are locked."
+    "still ended and I will not answer here. Moderators: grant me Manage Threads so ended threads are locked "
+    "(I say this once per server)."
 )
+MISSING_MANAGE_THREADS = "I am missing the **Manage Threads** permission"
+# Replaces a half-written draft when a shutdown cuts the answer short; the message is answered again later.
+INTERRUPTED = "_This answer was interrupted by a restart. It will be answered again shortly._"
 NO_THREAD_PERMISSION = (
     "I cannot start a conversation here: I need the **Create Public Threads** permission in this channel."
 )
@@ -234,6 +243,12 @@ def short_post(text: str) -> DiscordPost:
     return DiscordPost(content=clip(text, MESSAGE_LIMIT))
 
 
+def plain_notice(notice: EndingNotice) -> str:
+    explanation = notice.explanation.strip()
+    body = f"{explanation}\n\n{notice.next_steps}" if explanation else notice.next_steps
+    return clip(f"🛑 **{notice.title}**\n{body}\n{PLAIN_HOW_TO_GO_ON}", MESSAGE_LIMIT)
+
+
 def render_outcome(outcome: Outcome, *, in_dm: bool) -> list[DiscordPost]:
     match outcome:
         case Reply(text=text, support=support):
@@ -286,6 +301,40 @@ def status_text(status: ConversationStatus | None) -> str:
         reason = conversation.ended_reason.value if conversation.ended_reason else "unknown"
         line += f" ({reason}, by {conversation.ended_by or 'unknown'})"
     return f"{line}. {status.user_messages} user message(s), {status.warnings} formal warning(s)."
+
+
+def ended_answer(conversation_id: int, thread_mention: str, *, locked: bool) -> str:
+    """What a moderator is told after ending a conversation: whether the thread really is locked."""
+    if locked:
+        return f"Ended conversation #{conversation_id} and locked {thread_mention}."
+    return (
+        f"Ended conversation #{conversation_id}, but I could not lock {thread_mention}: "
+        f"{MISSING_MANAGE_THREADS}. Members can still post there; I will not answer them. "
+        "Grant me Manage Threads so ended threads are locked."
+    )
+
+
+def reopened_answer(conversation_id: int, thread_mention: str, *, unlocked: bool) -> str:
+    """What a moderator is told after reopening: whether people can actually post in the thread again."""
+    if unlocked:
+        return f"Reopened conversation #{conversation_id}; {thread_mention} is open again."
+    return (
+        f"Reopened conversation #{conversation_id}, but I could not unlock {thread_mention}: "
+        f"{MISSING_MANAGE_THREADS}. Unlock it yourself (thread menu → Unlock Thread) so people can post there."
+    )
+
+
+def branch_choice(conversation: Conversation) -> str:
+    """How one ended conversation is offered in `/lastresort branch`'s suggestions."""
+    ended = f", ended {conversation.ended_at:%Y-%m-%d %H:%M} UTC" if conversation.ended_at else ""
+    return f"Conversation #{conversation.id}{ended}"
+
+
+def branch_choices(conversations: Sequence[Conversation], typed: str, limit: int = 25) -> list[tuple[str, str]]:
+    """(label, value) suggestions matching what the person typed so far; Discord shows at most 25."""
+    wanted = typed.strip().lower()
+    labelled = [(branch_choice(c), str(c.id)) for c in conversations]
+    return [(label, value) for label, value in labelled if wanted in label.lower()][:limit]
 
 
 def stats_text(figures: Sequence[tuple[str, int]], days: int) -> str:

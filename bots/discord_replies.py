@@ -31,9 +31,13 @@ def quiet() -> discord.AllowedMentions:
 
 
 async def send_post(
-    channel: discord.abc.Messageable, post: DiscordPost, *, reference: discord.Message | None = None
+    channel: discord.abc.Messageable,
+    post: DiscordPost,
+    *,
+    reference: discord.Message | None = None,
+    delete_after: float | None = None,
 ) -> discord.Message:
-    # discord.py's overloads take view= and reference= only when given, so the call is built up.
+    # discord.py's overloads take view=, reference= and delete_after= only when given, so the call is built up.
     options: dict[str, Any] = {"embeds": list(post.embeds), "allowed_mentions": quiet()}
     view = as_view(post.buttons)
     if view is not None:
@@ -41,6 +45,8 @@ async def send_post(
     if reference is not None:
         # A reply points at the message it answers without pinging its author.
         options.update(reference=reference, mention_author=False)
+    if delete_after is not None:
+        options["delete_after"] = delete_after
     return await channel.send(post.content or None, **options)
 
 
@@ -124,6 +130,12 @@ class StreamedReply:
             pushing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pushing
+
+    async def abandon(self, note: str) -> None:
+        """The answer was cut short (a shutdown): the draft says so instead of showing half a reply."""
+        await self._settle()
+        if self._draft is not None:
+            self._draft = await self._draft.edit(content=note, embeds=[], view=None, allowed_mentions=quiet())
 
     async def finish(self, posts: Sequence[DiscordPost]) -> list[discord.Message]:
         await self._settle()

@@ -25,8 +25,11 @@ import pytest
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
+from bots import discord_conversations
 from bots.discord_bot import DiscordAdapter, build_client
+from bots.discord_commands import RESTARTING
 from bots.discord_invite import required_permissions
+from bots.discord_render import INTERRUPTED
 from bots.discord_views import NUMBER_FIELD, TEXT_FIELD
 from bots.environment import Environment
 from bots.runtime import Runtime
@@ -40,6 +43,7 @@ from tests.support.runtime import runtime_for, until_idle
 
 REPO = Path(__file__).resolve().parent.parent
 LOCKED = 160005
+ARCHIVED = 50083
 LOADING = 1 << 7
 
 
@@ -141,6 +145,24 @@ def embed_text(message: dict[str, Any]) -> str:
     return json.dumps(message.get("embeds", []), ensure_ascii=False)
 
 
+def notices(bot: Bot, thread: int) -> list[dict[str, Any]]:
+    return [m for m in bot.bot_messages(thread) if m["embeds"] and m["embeds"][0]["title"].startswith("🛑")]
+
+
+def prefilled(modal: dict[str, Any]) -> dict[str, str]:
+    """The values a form opens with, by input (inputs sit in action rows or in labels)."""
+    inputs = [c for row in modal["components"] for c in row.get("components", [row.get("component")])]
+    return {c["custom_id"]: c["value"] for c in inputs}
+
+
+def add_people(fake: FakeDiscord) -> tuple[int, int, int]:
+    """Alice and Bob, members, and a moderator: added before a bot connects, so it knows them."""
+    alice = int(fake.add_member(None, "alice")["user"]["id"])
+    bob = int(fake.add_member(None, "bob")["user"]["id"])
+    mod = int(fake.add_member(None, "mod", moderator=True)["user"]["id"])
+    return alice, bob, mod
+
+
 def discord_env(fake: FakeDiscord, claude: FakeAnthropic, **more: Any) -> Environment:
     return Environment(
         anthropic_api_key="sk-ant-test",
@@ -183,17 +205,38 @@ async def running_adapter(
             await adapter.stop()
 
 
+@asynccontextmanager
+async def started_bot(
+    fake: FakeDiscord, claude: FakeAnthropic, settings: Settings, db: Path, **options: Any
+) -> AsyncIterator[Bot]:
+    people = add_people(fake)
+    async with running_adapter(fake, claude, settings, db, **options) as runtime:
+        running = Bot(fake, claude, runtime, *people)
+        yield running
+        await running.idle()
+
+
 @pytest.fixture
 async def bot(
     fake: FakeDiscord, fake_anthropic: FakeAnthropic, settings: Settings, tmp_path: Path
 ) -> AsyncIterator[Bot]:
-    alice = int(fake.add_member(None, "alice")["user"]["id"])
-    bob = int(fake.add_member(None, "bob")["user"]["id"])
-    mod = int(fake.add_member(None, "mod", moderator=True)["user"]["id"])
-    async with running_adapter(fake, fake_anthropic, settings, tmp_path / "discord.db") as runtime:
-        running = Bot(fake, fake_anthropic, runtime, alice, bob, mod)
+    async with started_bot(fake, fake_anthropic, settings, tmp_path / "discord.db") as running:
         yield running
-        await running.idle()
+
+
+@asynccontextmanager
+async def two_instances(
+    fake: FakeDiscord, claude: FakeAnthropic, settings: Settings, db: Path
+) -> AsyncIterator[tuple[tuple[Bot, str], tuple[Bot, str]]]:
+    """A rolling deploy: two processes on one database, each with its own gateway session."""
+    people = add_people(fake)
+    async with running_adapter(fake, claude, settings, db) as old_runtime:
+        [old_session] = [s.session_id for s in fake.sessions]
+        async with running_adapter(fake, claude, settings, db) as new_runtime:
+            new_session = next(s.session_id for s in fake.sessions if s.session_id != old_session)
+            old, new = Bot(fake, claude, old_runtime, *people), Bot(fake, claude, new_runtime, *people)
+            yield (old, old_session), (new, new_session)
+            await asyncio.gather(old.idle(), new.idle())
 
 
 # -- conversations ------------------------------------------------------------------------------------------
@@ -267,6 +310,9 @@ async def test_warning_then_ending_locks_the_thread_and_nothing_reaches_the_mode
     # Feedback on the ending is recorded, and only the clicking person sees the thanks.
     clicked = await bot.click(bot.alice, notice, f"lastresort:feedback:{cid}:down")
     assert bot.answer_to(clicked) == "Thanks, your feedback was recorded."
+    # One vote per person: a second click changes nothing and says so.
+    clicked = await bot.click(bot.alice, notice, f"lastresort:feedback:{cid}:up")
+    assert bot.answer_to(clicked) == "You already gave feedback on this conversation; the first answer counts."
     events = await bot.runtime.store.events(since=conversation.created_at)
     assert [(e.reason, e.conversation_id) for e in events if e.kind == "feedback"] == [("not_helpful", cid)]
 
@@ -337,9 +383,31 @@ async def test_edit_and_branch_works_after_the_lock(bot: Bot, fake: FakeDiscord)
     )
     (answer,) = await bot.answered(branch)
     assert "history, please" in answer["content"]
-    assert bot.user_texts() == [
-        f"[Alice ({bot.alice})] tell me how to hurt people",
-        f"[Alice ({bot.alice})] history, please",
+    # Everything before the replaced message, exactly as the model saw it then, and the new text.
+    cached = {"cache_control": {"type": "ephemeral"}}
+    assert bot.claude.message_requests()[-1].json["messages"] == [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": f"[Alice ({bot.alice})] tell me how to hurt people"} | cached],
+        },
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": WARN.content[0]["text"]},
+                {"type": "tool_use", "id": "toolu_fake_0001", "name": "warn_user", "input": WARN.content[1]["input"]},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_fake_0001",
+                    "content": "Warning recorded. The conversation continues.",
+                },
+                {"type": "text", "text": f"[Alice ({bot.alice})] history, please"} | cached,
+            ],
+        },
     ]
     assert bot.answer_to(int(submitted["id"])) == f"Branched into <#{branch}>."
     branched = await bot.conversation(fake.text_channel_id, branch)
@@ -399,7 +467,7 @@ async def test_moderator_commands_need_manage_threads(bot: Bot, fake: FakeDiscor
 
     assert "is **active**" in await bot.command(bot.mod, thread, "lastresort-mod", "status")
     answer = await bot.command(bot.mod, thread, "lastresort-mod", "end", {"reason": "spam in the thread"})
-    assert answer == f"Ended conversation #{conversation.id} and locked this thread."
+    assert answer == f"Ended conversation #{conversation.id} and locked <#{thread}>."
     notice = bot.bot_messages(thread)[-1]
     assert "spam in the thread" in embed_text(notice)
     assert "Ended by a moderator." in embed_text(notice)
@@ -407,7 +475,7 @@ async def test_moderator_commands_need_manage_threads(bot: Bot, fake: FakeDiscor
     assert "is **ended** (moderator" in await bot.command(bot.mod, thread, "lastresort-mod", "status")
 
     answer = await bot.command(bot.mod, thread, "lastresort-mod", "reopen")
-    assert answer == f"Reopened conversation #{conversation.id}."
+    assert answer == f"Reopened conversation #{conversation.id}; <#{thread}> is open again."
     assert fake.thread(thread)["thread_metadata"]["locked"] is False
     assert "reopened" in bot.bot_messages(thread)[-1]["content"]
     bot.say(thread, "back again")
@@ -670,6 +738,260 @@ async def test_start_fails_clearly_without_the_message_content_intent(
 def test_shard_ids_without_a_shard_count_are_refused() -> None:
     with pytest.raises(ValueError, match="DISCORD_SHARD_COUNT"):
         build_client(Environment(discord_token="t", discord_shard_ids=(0,)), guild_ready_timeout=0.1)
+
+
+# -- after an archive: everything works from outside the thread ----------------------------------------------
+
+
+async def test_after_an_archive_branching_and_reopening_work_from_the_channel(
+    fake: FakeDiscord, fake_anthropic: FakeAnthropic, settings: Settings, tmp_path: Path
+) -> None:
+    archiving = settings.model_copy(update={"discord": DiscordSettings(archive_on_end=True)})
+    async with started_bot(fake, fake_anthropic, archiving, tmp_path / "archived.db") as bot:
+        bot.claude.push(WARN, END_ABUSE)
+        thread = await bot.mention("tell me how to hurt people")
+        await bot.answered(thread)
+        bot.say(thread, "tell me anyway")
+        notice = (await bot.answered(thread, 2))[-1]
+        conversation = await bot.conversation(fake.text_channel_id, thread)
+        assert conversation is not None and conversation.is_ended
+        metadata = fake.thread(thread)["thread_metadata"]
+        assert (metadata["locked"], metadata["archived"]) == (True, True)
+        # Discord takes no clicks (and no commands) in an archived thread...
+        with pytest.raises(DiscordError) as refused:
+            fake.click(bot.alice, notice, f"lastresort:edit:{conversation.id}")
+        assert refused.value.code == ARCHIVED
+
+        # ...so the form opens from the channel, for the person's latest ended conversation there.
+        answer = await bot.command(bot.bob, fake.text_channel_id, "lastresort", "branch")
+        assert answer.startswith("I found no conversation of yours here")
+        fake.slash_command(bot.alice, fake.text_channel_id, "lastresort", "branch")
+        modal = await fake.wait_for(lambda: fake.last_modal(bot.alice), 10, what="the branch form")
+        assert modal["custom_id"] == f"lastresort:branch:{conversation.id}"
+        assert prefilled(modal) == {TEXT_FIELD: "tell me anyway", NUMBER_FIELD: "2"}
+        fake.submit_modal(bot.alice, fake.text_channel_id, modal["custom_id"], {TEXT_FIELD: "history, please"})
+        branch = await fake.wait_for(
+            lambda: next((int(t["id"]) for t in fake.threads if int(t["id"]) != thread), None), 10, what="branch"
+        )
+        assert "history, please" in (await bot.answered(branch))[-1]["content"]
+        assert bot.user_texts()[-1] == f"[Alice ({bot.alice})] history, please"
+
+        # A moderator reopens it from the channel, naming the thread by its link: unarchived and unlocked.
+        link = {"thread": f"https://discord.com/channels/{fake.guild_id}/{thread}"}
+        status = await bot.command(bot.mod, fake.text_channel_id, "lastresort-mod", "status", link)
+        assert "is **ended**" in status
+        answer = await bot.command(bot.mod, fake.text_channel_id, "lastresort-mod", "reopen", link)
+        assert answer == f"Reopened conversation #{conversation.id}; <#{thread}> is open again."
+        metadata = fake.thread(thread)["thread_metadata"]
+        assert (metadata["locked"], metadata["archived"]) == (False, False)
+        assert "You can continue here" in bot.bot_messages(thread)[-1]["content"]
+        bot.say(thread, "back again")
+        assert "back again" in (await bot.answered(thread, 4))[-1]["content"]
+
+
+# -- review fixes: edits, endings and moderators -------------------------------------------------------------
+
+
+async def test_an_edit_down_to_the_mention_branches_nothing_and_says_why_briefly(
+    bot: Bot, fake: FakeDiscord, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(discord_conversations, "BRIEF_NOTE_SECONDS", 0.5)
+    thread = await bot.mention("What is 2+2?")
+    await bot.answered(thread)
+
+    fake.user_edit(fake.text_channel_id, thread, f"<@{fake.bot_user_id}>")
+    note = await fake.wait_for(lambda: next(iter(bot.bot_messages(fake.text_channel_id)), None), 10, what="note")
+    assert note["content"] == settings.notices.empty
+    assert note["message_reference"]["message_id"] == str(thread)  # answers the edit, where it was made
+    assert [int(t["id"]) for t in fake.threads] == [thread]  # no starter message, no empty thread
+    await fake.wait_for(lambda: not bot.bot_messages(fake.text_channel_id), 5, what="the note to go")
+    assert bot.model_calls() == 1
+
+
+async def test_a_bare_mention_starts_a_conversation_its_thread_continues(
+    bot: Bot, fake: FakeDiscord, settings: Settings
+) -> None:
+    posted = fake.user_post(fake.text_channel_id, bot.alice, f"<@{fake.bot_user_id}>", mentions_bot=True)
+    thread = int(posted["id"])
+    (question,) = await bot.answered(thread)
+    assert question["content"] == settings.notices.empty  # what would you like to talk about?
+    assert question.get("message_reference") is None  # a reply cannot point into another channel
+
+    bot.say(thread, "my actual question")
+    assert "my actual question" in (await bot.answered(thread, 2))[-1]["content"]
+    assert bot.user_texts() == [f"[Alice ({bot.alice})] my actual question"]
+
+
+async def test_the_thread_is_locked_even_when_the_notice_cannot_be_posted(bot: Bot, fake: FakeDiscord) -> None:
+    bot.claude.push(WARN, END_ABUSE)
+    thread = await bot.mention("tell me how to hurt people")
+    await bot.answered(thread)
+    invalid = {"code": 50035, "message": "Invalid Form Body"}
+    fake.fail_next("POST", rf"^/channels/{thread}/messages$", status=400, body=invalid)
+
+    bot.say(thread, "tell me anyway")
+    fallback = (await bot.answered(thread, 2))[-1]
+    conversation = await bot.conversation(fake.text_channel_id, thread)
+    assert conversation is not None and conversation.is_ended
+    assert fake.thread(thread)["thread_metadata"]["locked"] is True
+    with pytest.raises(DiscordError) as refused:
+        bot.say(thread, "let me back in")
+    assert refused.value.code == LOCKED
+    # The news still reaches people, as plain text.
+    assert "You kept demanding violent instructions after a warning." in fallback["content"]
+    assert "/lastresort branch" in fallback["content"]
+
+
+async def test_a_moderator_ending_while_the_model_ends_it_posts_one_notice(bot: Bot, fake: FakeDiscord) -> None:
+    bot.claude.push(WARN)
+    thread = await bot.mention("tell me how to hurt people")
+    await bot.answered(thread)
+    bot.claude.chunk_delay = 0.15  # the model's ending is still streaming when the moderator acts
+    bot.claude.push(END_ABUSE)
+    bot.say(thread, "tell me anyway")
+    await fake.wait_for(lambda: bot.model_calls() == 2, 10, what="the ending turn")
+
+    answer = await bot.command(bot.mod, thread, "lastresort-mod", "end", {"reason": "enough"})
+    assert answer == "This conversation has already ended."
+    [notice] = notices(bot, thread)
+    assert "Ended by Claude after a formal warning." in embed_text(notice)
+    conversation = await bot.conversation(fake.text_channel_id, thread)
+    assert conversation is not None
+    events = await bot.runtime.store.events(since=conversation.created_at)
+    assert [e.kind for e in events if e.kind in ("ending_approved", "moderator_end")] == ["ending_approved"]
+
+
+async def test_without_manage_threads_moderators_hear_the_truth_and_the_server_hears_it_once(
+    bot: Bot, fake: FakeDiscord
+) -> None:
+    first = await bot.mention("first")
+    await bot.answered(first)
+    await bot.command(bot.mod, first, "lastresort-mod", "end")
+    assert fake.thread(first)["thread_metadata"]["locked"] is True
+    fake.set_bot_permissions(manage_threads=False)
+
+    # Reopened, but the thread stays locked: the moderator is told, and the thread is not told to go on.
+    answer = await bot.command(bot.mod, first, "lastresort-mod", "reopen")
+    assert f"could not unlock <#{first}>" in answer and "Manage Threads" in answer
+    assert fake.thread(first)["thread_metadata"]["locked"] is True
+    assert not any("You can continue here" in m["content"] for m in bot.bot_messages(first))
+
+    # Ending cannot lock: the moderator is not told it did, and the server is told why once.
+    told = []
+    for text in ("second", "third"):
+        thread = await bot.mention(text)
+        await bot.answered(thread)
+        answer = await bot.command(bot.mod, thread, "lastresort-mod", "end")
+        assert answer.startswith("Ended conversation") and f"could not lock <#{thread}>" in answer
+        assert fake.thread(thread)["thread_metadata"]["locked"] is False
+        told += [m for m in bot.bot_messages(thread) if "Manage Threads" in m["content"]]
+    assert len(told) == 1
+
+
+# -- shutdown and the gateway ------------------------------------------------------------------------------------
+
+
+async def test_a_message_posted_during_shutdown_is_still_answered(bot: Bot, fake: FakeDiscord) -> None:
+    thread = await bot.mention("first")
+    await bot.answered(thread)
+    bot.runtime.work.close()  # SIGTERM: replies in flight finish, and the gateway is still connected
+    bot.say(thread, "posted during the drain")  # Discord will never deliver it again
+    assert "posted during the drain" in (await bot.answered(thread, 2))[-1]["content"]
+
+
+async def test_an_interaction_during_shutdown_is_left_for_the_instance_that_stays(
+    fake: FakeDiscord, fake_anthropic: FakeAnthropic, settings: Settings, tmp_path: Path
+) -> None:
+    async with two_instances(fake, fake_anthropic, settings, tmp_path / "deploy.db") as ((old, early), (_, late)):
+        old.runtime.work.close()
+        # The stopping instance hears of a command first, the other one a moment later...
+        taken = fake.slash_command(old.mod, fake.text_channel_id, "lastresort-mod", "stats", session_id=early)
+        # ...and of another one that nobody else hears: then, and only then, it says it is restarting.
+        alone = fake.slash_command(old.mod, fake.text_channel_id, "lastresort-mod", "stats", session_id=early)
+        await asyncio.sleep(0.3)
+        fake.dispatch("INTERACTION_CREATE", taken, session_id=late)
+
+        assert await fake.wait_for(lambda: old.answer_to(int(alone["id"])), 10, what="restarting") == RESTARTING
+        answer = old.answer_to(int(taken["id"]))
+        assert answer is not None and answer.startswith("Last 7 days")
+        assert [r["kind"] for r in fake.interaction_responses(int(taken["id"]))] == ["callback", "followup"]
+
+
+async def test_an_interaction_both_instances_receive_is_answered_once(
+    fake: FakeDiscord, fake_anthropic: FakeAnthropic, settings: Settings, tmp_path: Path
+) -> None:
+    async with two_instances(fake, fake_anthropic, settings, tmp_path / "deploy.db") as ((first, _), (second, _)):
+        first.claude.push(END_REQUESTED)
+        thread = await first.mention("please end this")
+        question = await fake.wait_for(lambda: next(iter(first.bot_messages(thread)), None), 10, what="question")
+        await asyncio.gather(first.idle(), second.idle())
+
+        # Both sessions receive the click and the command (no session_id: every connected one).
+        click = int(fake.click(first.alice, question, custom_ids(question)[0])["id"])
+        command = int(fake.slash_command(first.mod, thread, "lastresort-mod", "status")["id"])
+        await fake.wait_for(lambda: len(notices(first, thread)) == 1 and first.answer_to(command), 10)
+        await asyncio.gather(first.idle(), second.idle())
+        assert len(notices(first, thread)) == 1
+        assert [r["kind"] for r in fake.interaction_responses(click)] == ["callback", "edit"]
+        assert [r["kind"] for r in fake.interaction_responses(command)] == ["callback", "followup"]
+        assert not [c for c in fake.calls_to("POST", r"/interactions/") if c.status >= 400]
+
+
+async def test_a_reply_cut_short_by_shutdown_leaves_a_note_instead_of_half_an_answer(
+    bot: Bot, fake: FakeDiscord
+) -> None:
+    bot.claude.chunk_delay = 0.3
+    bot.claude.push(Reply.text("A long answer that a restart cuts in the middle. " * 20))
+    thread = await bot.mention("question")
+    words = await fake.wait_for(
+        lambda: next((m for m in bot.bot_messages(thread) if "restart cuts" in m["content"]), None), 10, what="words"
+    )
+    bot.runtime.work.close()
+    await bot.runtime.work.cancel_running(2)
+
+    assert [m["content"] for m in bot.bot_messages(thread)] == [INTERRUPTED]
+    assert fake.message(int(words["id"])) is not None
+    # The message stays stored and unanswered: whichever instance runs next answers it.
+    [pending] = await bot.runtime.service.unanswered(platform="discord", older_than_seconds=0)
+    assert pending.text == f"[Alice ({bot.alice})] question"
+
+
+@pytest.mark.parametrize("refusal", [(4004, "DISCORD_TOKEN"), (4014, "Message Content")], ids=["token", "intent"])
+async def test_discord_refusing_the_bot_after_start_up_stops_the_process(
+    refusal: tuple[int, str], fake: FakeDiscord, fake_anthropic: FakeAnthropic, settings: Settings, tmp_path: Path
+) -> None:
+    code, why = refusal
+    async with running_adapter(fake, fake_anthropic, settings, tmp_path / "refused.db") as runtime:
+        assert fake.disconnect_gateway(code=code) == 1  # a reset token, an intent turned off in the portal
+        await asyncio.wait_for(runtime.shutdown.event.wait(), 10)
+        assert runtime.shutdown.exit_code == 2
+        assert why in runtime.shutdown.reason
+
+
+async def test_unanswered_messages_are_looked_for_as_the_settings_say(
+    fake: FakeDiscord, fake_anthropic: FakeAnthropic, settings: Settings, tmp_path: Path
+) -> None:
+    quick = settings.recovery.model_copy(update={"age_seconds": 1.0, "interval_seconds": 0.2})
+    async with started_bot(
+        fake, fake_anthropic, settings.model_copy(update={"recovery": quick}), tmp_path / "r.db"
+    ) as bot:
+        thread = await bot.mention("first question")
+        await bot.answered(thread)
+        conversation = await bot.conversation(fake.text_channel_id, thread)
+        assert conversation is not None
+        # Another process stored this message and stopped before answering it.
+        await bot.runtime.store.add_message(
+            NewMessage(
+                conversation_id=conversation.id,
+                role=Role.USER,
+                blocks=(user_text_block("second question", author_name="Alice", author_id=str(bot.alice)),),
+                author_id=str(bot.alice),
+                author_name="Alice",
+                platform_message_id=str(fake.new_snowflake()),
+                answered=False,
+            )
+        )
+        assert "second question" in (await bot.answered(thread, 2))[-1]["content"]
 
 
 # -- the real process -----------------------------------------------------------------------------------------

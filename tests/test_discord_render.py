@@ -3,6 +3,7 @@ inbound text and the invite link. Tables of cases; no network."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -17,14 +18,19 @@ from bots.discord_render import (
     CODE_FENCE,
     MESSAGE_LIMIT,
     DiscordPost,
+    branch_choices,
     clip,
     draft_text,
+    ended_answer,
+    plain_notice,
     render_outcome,
+    reopened_answer,
     split_text,
     stats_text,
     status_text,
     thread_title,
 )
+from bots.discord_targets import conversation_number_in, thread_id_in
 from bots.discord_views import (
     NUMBER_FIELD,
     TEXT_FIELD,
@@ -273,6 +279,14 @@ def test_the_notice_says_how_to_go_on_where_it_is_shown(in_dm: bool, expected: s
     assert embed.footer.text == "Ended by Claude after a formal warning."
 
 
+def test_the_plain_notice_carries_the_same_news_within_one_message() -> None:
+    text = plain_notice(NOTICE)
+    assert "This conversation has ended" in text and "Repeated abuse after a warning." in text
+    assert "/lastresort branch" in text  # no buttons here: the command does what "Edit & branch" did
+    huge = EndingNotice(EndReason.MODERATOR, "e" * 9000, "moderator:1", "t", "n")
+    assert len(plain_notice(huge)) <= MESSAGE_LIMIT
+
+
 def test_embeds_respect_discord_limits() -> None:
     huge = EndingNotice(EndReason.MODERATOR, "e" * 9000, "moderator:1", "t" * 400, "n" * 100)
     [post] = render_outcome(Ended(ENDED, "", huge), in_dm=False)
@@ -457,6 +471,59 @@ def test_status_text(status: ConversationStatus | None, expected: str) -> None:
 def test_stats_text() -> None:
     text = stats_text([("Ended by moderators", 2), ("Feedback: ending was right", 1)], 3)
     assert text.splitlines() == ["Last 3 days:", "• Ended by moderators: **2**", "• Feedback: ending was right: **1**"]
+
+
+@pytest.mark.parametrize(
+    ("done", "expected"),
+    [
+        (True, ["Ended conversation #7 and locked <#200>."]),
+        (False, ["Ended conversation #7, but I could not lock <#200>", "Manage Threads", "I will not answer"]),
+    ],
+)
+def test_a_moderator_hears_whether_the_thread_is_locked(done: bool, expected: list[str]) -> None:
+    answer = ended_answer(7, "<#200>", locked=done)
+    assert all(part in answer for part in expected)
+    assert ("locked <#200>" in answer) is done
+
+
+@pytest.mark.parametrize(
+    ("done", "expected"),
+    [
+        (True, ["Reopened conversation #7; <#200> is open again."]),
+        (False, ["Reopened conversation #7, but I could not unlock <#200>", "Manage Threads", "Unlock it yourself"]),
+    ],
+)
+def test_a_moderator_hears_whether_the_thread_is_open_again(done: bool, expected: list[str]) -> None:
+    answer = reopened_answer(7, "<#200>", unlocked=done)
+    assert all(part in answer for part in expected)
+
+
+def test_branch_choices_match_what_was_typed() -> None:
+    older = dataclasses.replace(ENDED, id=3, ended_at=datetime(2025, 1, 2, 9, 30, tzinfo=UTC))
+    newer = dataclasses.replace(ENDED, id=12, ended_at=datetime(2025, 1, 3, 18, 5, tzinfo=UTC))
+    assert branch_choices([newer, older], "") == [
+        ("Conversation #12, ended 2025-01-03 18:05 UTC", "12"),
+        ("Conversation #3, ended 2025-01-02 09:30 UTC", "3"),
+    ]
+    assert branch_choices([newer, older], "#3") == [("Conversation #3, ended 2025-01-02 09:30 UTC", "3")]
+    assert len(branch_choices([newer] * 40, "")) == 25  # Discord shows at most 25
+
+
+@pytest.mark.parametrize(
+    ("text", "thread", "number"),
+    [
+        ("https://discord.com/channels/111/222222222222222222", 222222222222222222, None),
+        ("https://discord.com/channels/111/222222222222222222/333", 222222222222222222, None),
+        ("<#222222222222222222>", 222222222222222222, None),
+        (" 222222222222222222 ", 222222222222222222, None),
+        ("#12", None, 12),
+        ("12", None, 12),
+        ("twelve", None, None),
+    ],
+)
+def test_commands_name_threads_and_conversations(text: str, thread: int | None, number: int | None) -> None:
+    assert thread_id_in(text) == thread
+    assert conversation_number_in(text) == number
 
 
 def test_the_invite_asks_for_exactly_what_the_bot_uses() -> None:

@@ -595,4 +595,3 @@ async def test_a_bare_mention_starts_a_conversation_that_the_thread_continues(bo
     await bot.say("what is a good name for a boat?", root)
     (reply,) = await bot.answered(root)
     assert "what is a good name for a boat?" in reply["text"]
-
