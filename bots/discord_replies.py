@@ -7,8 +7,6 @@ through 429s and retries 5xx itself, so a rate limit delays a message instead of
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -18,6 +16,7 @@ import discord
 
 from bots.discord_render import DiscordPost, draft_text
 from bots.discord_views import as_view
+from bots.draft_pacer import DraftPacer
 
 log = logging.getLogger(__name__)
 
@@ -79,39 +78,28 @@ class StreamedReply:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._channel = channel
-        self._min_interval = min_interval
-        self._clock = clock
         self._draft: discord.Message | None = None
-        self._last_push = 0.0
         self._shown = ""
-        self._latest = ""
-        self._pushing: asyncio.Task[None] | None = None
+        self._pacer = DraftPacer(
+            self._push, has_draft=lambda: self._draft is not None, min_interval=min_interval, clock=clock
+        )
 
     @property
     def draft(self) -> discord.Message | None:
         return self._draft
 
     async def on_text(self, text: str) -> None:
-        """The core's TextSink: called with the whole text so far, often several times a second.
+        """The core's TextSink: called with the whole text so far, often several times a second."""
+        self._pacer.offer(text)
 
-        Never waits on Discord: discord.py sleeps out a 429 inside the call, and that must not hold up the
-        model's stream. At most one draft call runs at a time; the latest text wins."""
-        self._latest = text
-        if self._pushing is not None and not self._pushing.done():
-            return
-        if self._draft is not None and self._clock() - self._last_push < self._min_interval:
-            return
-        self._last_push = self._clock()
-        self._pushing = asyncio.create_task(self._push())
-
-    async def _push(self) -> None:
+    async def _push(self, text: str) -> None:
         try:
             if self._draft is None:
                 # The first message is a neutral placeholder: it is what notifications show, and the
                 # model's first words may still be withdrawn (a refused tool call), so they come as edits.
                 self._draft = await send_text(self._channel, draft_text(""))
                 return
-            shown = draft_text(self._latest)
+            shown = draft_text(text)
             if shown != self._shown:
                 self._draft = await self._draft.edit(content=shown, allowed_mentions=quiet())
                 self._shown = shown
@@ -119,26 +107,14 @@ class StreamedReply:
             # A lost draft edit costs nothing: the final text replaces it anyway.
             log.warning("discord draft update failed", extra={"status": exc.status, "code": exc.code})
 
-    async def _settle(self) -> None:
-        """Before the final messages: let a draft being created land, and drop a pending edit."""
-        pushing, self._pushing = self._pushing, None
-        if pushing is None or pushing.done():
-            return
-        if self._draft is None:
-            await pushing
-        else:
-            pushing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pushing
-
     async def abandon(self, note: str) -> None:
         """The answer was cut short (a shutdown): the draft says so instead of showing half a reply."""
-        await self._settle()
+        await self._pacer.settle()
         if self._draft is not None:
             self._draft = await self._draft.edit(content=note, embeds=[], view=None, allowed_mentions=quiet())
 
     async def finish(self, posts: Sequence[DiscordPost]) -> list[discord.Message]:
-        await self._settle()
+        await self._pacer.settle()
         remaining = list(posts)
         sent: list[discord.Message] = []
         if self._draft is not None:

@@ -6,8 +6,6 @@ limit delays a message instead of losing it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -16,6 +14,7 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bots.draft_pacer import DraftPacer
 from bots.slack_render import Rendered, SlackPost, draft_text
 
 log = logging.getLogger(__name__)
@@ -65,31 +64,20 @@ class ThreadReply:
         self._channel = channel
         self._thread_ts = thread_ts
         self._user = user
-        self._min_interval = min_interval
-        self._clock = clock
         self._draft_ts: str | None = None
-        self._last_push = 0.0
-        self._latest = ""
-        self._pushing: asyncio.Task[None] | None = None
+        self._pacer = DraftPacer(
+            self._push, has_draft=lambda: self._draft_ts is not None, min_interval=min_interval, clock=clock
+        )
 
     @property
     def draft_ts(self) -> str | None:
         return self._draft_ts
 
     async def on_text(self, text: str) -> None:
-        """The core's TextSink: called with the whole text so far, often several times a second.
+        """The core's TextSink: called with the whole text so far, often several times a second."""
+        self._pacer.offer(text)
 
-        Never waits on Slack: a rate-limited update (the SDK sleeps out Retry-After) must not hold up the
-        model's stream. At most one draft call runs at a time; the latest text wins."""
-        self._latest = text
-        if self._pushing is not None and not self._pushing.done():
-            return
-        if self._draft_ts is not None and self._clock() - self._last_push < self._min_interval:
-            return
-        self._last_push = self._clock()
-        self._pushing = asyncio.create_task(self._push())
-
-    async def _push(self) -> None:
+    async def _push(self, text: str) -> None:
         try:
             if self._draft_ts is None:
                 # The first post is a neutral placeholder: it is what notifications show, and the model's
@@ -99,25 +87,13 @@ class ThreadReply:
                 )
                 self._draft_ts = str(response["ts"])
             else:
-                await self._client.chat_update(channel=self._channel, ts=self._draft_ts, text=draft_text(self._latest))
+                await self._client.chat_update(channel=self._channel, ts=self._draft_ts, text=draft_text(text))
         except SlackApiError as exc:
             # A lost draft update costs nothing: the final text replaces it anyway.
             log.warning("slack draft update failed", extra={"error": exc.response.get("error")})
 
-    async def _settle(self) -> None:
-        """Before the final posts: let a draft being created land (its ts is needed), drop an update."""
-        pushing, self._pushing = self._pushing, None
-        if pushing is None or pushing.done():
-            return
-        if self._draft_ts is None:
-            await pushing
-        else:
-            pushing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pushing
-
     async def finish(self, rendered: Rendered) -> None:
-        await self._settle()
+        await self._pacer.settle()
         await self._finish_posts(rendered.posts)
         if rendered.ephemeral is not None:
             await post_ephemeral(
@@ -130,7 +106,7 @@ class ThreadReply:
 
     async def abandon(self, note: SlackPost) -> None:
         """The answer was cut short (shutdown): the draft says so instead of showing half a reply."""
-        await self._settle()
+        await self._pacer.settle()
         if self._draft_ts is not None:
             await self._client.chat_update(
                 channel=self._channel, ts=self._draft_ts, text=note.text, blocks=note.api_blocks() or []
