@@ -13,7 +13,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots.slack_moderators import SlackModerators
 from bots.slack_render import context, escape, header, section, trusted_text
 from core.domain import JSON, AuditKind, Conversation
-from core.service import ConversationService, Overview
+from core.overview import Overview
+from core.service import ConversationService
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ from datetime import timedelta
 
 from core.audit import Auditor, moderator_actor, user_actor
 from core.domain import (
-    AuditEvent,
     AuditKind,
     Conversation,
     EndReason,
@@ -29,11 +28,10 @@ from core.outcomes import (
     Outcome,
     Rejected,
 )
+from core.overview import FEEDBACK_LIMIT, NOTABLE_EVENTS, Overview
 from core.ports import Clock, ModelClient, Store, TextSink
 from core.prompt import user_text_block
-from core.rules import (
-    decide_confirmation,
-)
+from core.rules import decide_confirmation
 from core.settings import Settings
 from core.thread_locks import LeaseTimeoutError, ThreadLocks
 from core.turns import TurnRunner
@@ -89,53 +87,8 @@ class ConversationStatus:
     warnings: int
 
 
-@dataclass(frozen=True, slots=True)
-class Overview:
-    """What moderators see at a glance: counts by audit kind, recent endings and notable events."""
-
-    days: int
-    counts: dict[str, int]
-    recent_endings: list[Conversation]
-    recent_events: list[AuditEvent]
-    helpful: int = 0
-    not_helpful: int = 0
-
-    def figures(self) -> list[tuple[str, int]]:
-        """The figures moderators see, labelled, in one order: every app shows exactly these."""
-        counted = [(label, self.counts.get(kind.value, 0)) for kind, label in FIGURES]
-        return [
-            *counted,
-            ("Feedback: ending was right", self.helpful),
-            ("Feedback: ending was wrong", self.not_helpful),
-        ]
-
-
-FIGURES = (
-    (AuditKind.ENDING_APPROVED, "Endings approved"),
-    (AuditKind.MODERATOR_END, "Ended by moderators"),
-    (AuditKind.ENDING_REFUSED, "Endings refused"),
-    (AuditKind.WARNING_RECORDED, "Warnings recorded"),
-    (AuditKind.WARNING_REFUSED, "Warnings refused"),
-    (AuditKind.RISK_GUARD_FIRED, "Risk-guard firings"),
-    (AuditKind.CONFIRMATION_REQUESTED, "Endings asked for by users"),
-    (AuditKind.BRANCHED, "Branches"),
-    (AuditKind.MODERATOR_REOPEN, "Reopened"),
-    (AuditKind.MODEL_REFUSAL, "Replies the API refused"),
-)
-# Feedback is counted from its events; past this many in the period the counts are a floor.
-FEEDBACK_LIMIT = 100_000
 # Moderators' reasons are shown in the ending notice (and stay in the audit trail): kept short.
 MAX_MODERATOR_REASON = 500
-
-NOTABLE_EVENTS = frozenset(
-    {
-        AuditKind.ENDING_REFUSED.value,
-        AuditKind.RISK_GUARD_FIRED.value,
-        AuditKind.FEEDBACK.value,
-        AuditKind.MODERATOR_END.value,
-        AuditKind.MODERATOR_REOPEN.value,
-    }
-)
 
 
 class ConversationService:

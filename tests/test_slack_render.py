@@ -46,7 +46,7 @@ from core.outcomes import (
     Reply,
     WarningGiven,
 )
-from core.service import Overview
+from core.overview import Overview
 
 BOT = "UBOT"
 NOW = datetime(2025, 1, 2, 3, 4, tzinfo=UTC)
