@@ -95,7 +95,7 @@ class NewMessage:
 
 
 @dataclass(frozen=True, slots=True)
-class Warning:
+class RecordedWarning:
     """A formal warning the core recorded (rule 4). `after_seq` is the last message seq when it was given."""
 
     id: int

@@ -15,9 +15,9 @@ from core.domain import (
     EndReason,
     NewMessage,
     PendingConfirmation,
+    RecordedWarning,
     StoredMessage,
     ThreadKey,
-    Warning,
 )
 
 # Receives the reply's text so far while it streams; adapters throttle their own updates.
@@ -115,8 +115,8 @@ class MessageStore(Protocol):
 
 
 class WarningStore(Protocol):
-    async def add_warning(self, *, conversation_id: int, after_seq: int, behavior: str) -> Warning: ...
-    async def warnings(self, conversation_id: int) -> list[Warning]: ...
+    async def add_warning(self, *, conversation_id: int, after_seq: int, behavior: str) -> RecordedWarning: ...
+    async def warnings(self, conversation_id: int) -> list[RecordedWarning]: ...
 
 
 class ConfirmationStore(Protocol):

@@ -29,10 +29,10 @@ from core.domain import (
     EndReason,
     NewMessage,
     PendingConfirmation,
+    RecordedWarning,
     Status,
     StoredMessage,
     ThreadKey,
-    Warning,
 )
 from core.ports import Clock
 from core.storage import rows
@@ -475,7 +475,7 @@ class PostgresStore:
 
     # -- warnings and confirmations ---------------------------------------------------------------------
 
-    async def add_warning(self, *, conversation_id: int, after_seq: int, behavior: str) -> Warning:
+    async def add_warning(self, *, conversation_id: int, after_seq: int, behavior: str) -> RecordedWarning:
         row = await self.pool.fetchrow(
             "INSERT INTO warnings (conversation_id, after_seq, behavior, created_at) "
             "VALUES ($1, $2, $3, $4) RETURNING *",
@@ -487,7 +487,7 @@ class PostgresStore:
         assert row is not None
         return rows.warning(row)
 
-    async def warnings(self, conversation_id: int) -> list[Warning]:
+    async def warnings(self, conversation_id: int) -> list[RecordedWarning]:
         found = await self.pool.fetch("SELECT * FROM warnings WHERE conversation_id = $1 ORDER BY id", conversation_id)
         return [rows.warning(r) for r in found]
 

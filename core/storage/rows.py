@@ -11,11 +11,11 @@ from core.domain import (
     Conversation,
     EndReason,
     PendingConfirmation,
+    RecordedWarning,
     Role,
     Status,
     StoredMessage,
     ThreadKey,
-    Warning,
 )
 
 
@@ -83,8 +83,8 @@ def message(row: Row) -> StoredMessage:
     )
 
 
-def warning(row: Row) -> Warning:
-    return Warning(
+def warning(row: Row) -> RecordedWarning:
+    return RecordedWarning(
         id=int(row["id"]),
         conversation_id=int(row["conversation_id"]),
         after_seq=int(row["after_seq"]),

@@ -24,10 +24,10 @@ from core.domain import (
     EndReason,
     NewMessage,
     PendingConfirmation,
+    RecordedWarning,
     Status,
     StoredMessage,
     ThreadKey,
-    Warning,
 )
 from core.ports import Clock
 from core.storage import rows
@@ -393,7 +393,7 @@ class SqliteStore:
 
     # -- warnings and confirmations ---------------------------------------------------------------------
 
-    async def add_warning(self, *, conversation_id: int, after_seq: int, behavior: str) -> Warning:
+    async def add_warning(self, *, conversation_id: int, after_seq: int, behavior: str) -> RecordedWarning:
         row = await self._write(
             "INSERT INTO warnings (conversation_id, after_seq, behavior, created_at) VALUES (?, ?, ?, ?) RETURNING *",
             (conversation_id, after_seq, behavior, self._now()),
@@ -401,7 +401,7 @@ class SqliteStore:
         assert row is not None
         return rows.warning(row)
 
-    async def warnings(self, conversation_id: int) -> list[Warning]:
+    async def warnings(self, conversation_id: int) -> list[RecordedWarning]:
         found = await self._all("SELECT * FROM warnings WHERE conversation_id = ? ORDER BY id", (conversation_id,))
         return [rows.warning(r) for r in found]
 
