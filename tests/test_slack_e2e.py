@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import socket
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -21,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 
@@ -39,6 +34,7 @@ from bots.slack_render import (
 from core.domain import Conversation, ThreadKey
 from core.service import FEEDBACK_ALREADY, FEEDBACK_THANKS
 from core.settings import ModeratorSettings, Settings
+from tests.support.bot_process import BotProcess
 from tests.support.fake_anthropic import FakeAnthropic, Reply
 from tests.support.fake_slack import FakeSlack, SlackDriver, find_buttons, serve_web_app
 from tests.support.model_scripts import END_ABUSE, END_REQUESTED, WARN
@@ -516,35 +512,10 @@ async def test_during_shutdown_slack_is_asked_to_redeliver(bot: Bot, slack: Fake
 # -- the real process -----------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def wait_healthy(port: int, process: asyncio.subprocess.Process, timeout: float = 20.0) -> None:  # noqa: ASYNC109
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if process.returncode is not None:
-                raise AssertionError(f"lastresort run exited early with {process.returncode}")
-            try:
-                async with session.get(f"http://127.0.0.1:{port}/healthz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise TimeoutError("lastresort run did not become healthy")
-
-
 async def test_lastresort_run_answers_slack_and_stops_cleanly(
     slack: FakeSlack, fake_anthropic: FakeAnthropic, tmp_path: Path
 ) -> None:
-    port = free_port()
     env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(tmp_path),
         "SLACK_BOT_TOKEN": slack.token,
         "SLACK_SIGNING_SECRET": SECRET,
         "SLACK_API_URL": slack.api_url,
@@ -552,35 +523,17 @@ async def test_lastresort_run_answers_slack_and_stops_cleanly(
         "ANTHROPIC_BASE_URL": fake_anthropic.base_url,
         "DATABASE_URL": f"sqlite:///{tmp_path / 'run.db'}",
         "LASTRESORT_CONFIG": str(REPO / "config" / "lastresort.yaml"),
-        "PORT": str(port),
     }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bots.cli",
-        "run",
-        cwd=REPO,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        await wait_healthy(port, process)
-        driver = SlackDriver(SECRET, f"http://127.0.0.1:{port}/slack/events", fake=slack)
+    async with BotProcess(env, log_path=tmp_path / "run.log") as process:
+        driver = SlackDriver(SECRET, f"{process.url}/slack/events", fake=slack)
         sent = await driver.post_mention(CHANNEL, ALICE, "hello from a process")
         assert [reply.status for reply in sent] == [200, 200]
         ts = str(sent[0].payload["event"]["ts"])
         await slack.wait_for_async(
             lambda: any('hello from a process"' in m["text"] for m in slack.bot_messages(CHANNEL, ts)), timeout=15
         )
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), 30) == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.stdout is not None
-    logs = (await process.stdout.read()).decode()
+        assert await process.terminate(timeout=30) == 0
+    logs = process.output()
     assert len(slack.bot_messages(CHANNEL, ts)) == 1  # exactly one reply to the mention pair
     for secret in (SECRET, slack.token, "sk-ant-process-test-key"):
         assert secret not in logs

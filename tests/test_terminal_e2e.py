@@ -21,10 +21,9 @@ from tests.support.model_scripts import END_ABUSE, END_REQUESTED, WARN
 REPO = Path(__file__).resolve().parent.parent
 
 
-def chat(
-    fake: FakeAnthropic, db: Path, *lines: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    environment = {
+def chat_env(fake: FakeAnthropic, db: Path) -> dict[str, str]:
+    """What `lastresort chat` runs with here: the fake API, a SQLite file, the user "ada"."""
+    return {
         "PATH": os.environ.get("PATH", ""),
         "HOME": str(db.parent),
         "USER": "ada",
@@ -32,8 +31,13 @@ def chat(
         "ANTHROPIC_BASE_URL": fake.base_url,
         "DATABASE_URL": f"sqlite:///{db}",
         "LASTRESORT_CONFIG": str(REPO / "config" / "lastresort.yaml"),
-        **(env or {}),
     }
+
+
+def chat(
+    fake: FakeAnthropic, db: Path, *lines: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environment = {**chat_env(fake, db), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "bots.cli", "chat"],
         input="".join(line + "\n" for line in lines),
@@ -290,15 +294,7 @@ def chat_on_a_tty(fake: FakeAnthropic, db: Path, *lines: str) -> str:
     import select
 
     leader, follower = pty.openpty()
-    environment = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(db.parent),
-        "USER": "ada",
-        "ANTHROPIC_API_KEY": "sk-ant-test",
-        "ANTHROPIC_BASE_URL": fake.base_url,
-        "DATABASE_URL": f"sqlite:///{db}",
-        "LASTRESORT_CONFIG": str(REPO / "config" / "lastresort.yaml"),
-    }
+    environment = chat_env(fake, db)
     process = subprocess.Popen(
         [sys.executable, "-m", "bots.cli", "chat"],
         stdin=follower,
