@@ -16,6 +16,7 @@ import pytest
 from bots.logging_setup import configure_logging
 from bots.operator_commands import daily_rows, render_stats
 from core.domain import AuditEvent, NewMessage, Role, ThreadKey
+from core.settings import Settings
 from core.storage.sqlite_store import SqliteStore
 from tests.support.stores import ManualClock
 
@@ -174,3 +175,29 @@ def test_migrate_explains_an_unusable_database_url(url: str) -> None:
     result = lastresort("migrate", env={"DATABASE_URL": url})
     assert result.returncode == 2
     assert "DATABASE_URL" in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_the_running_bot_purges_old_text_by_itself(tmp_path: Path, settings: Settings) -> None:
+    import asyncio
+
+    from bots.environment import Environment
+    from bots.supervisor import retention_sweeps
+    from tests.support.fake_anthropic import FakeAnthropic
+    from tests.support.runtime import runtime_for
+
+    db = tmp_path / "sweep.db"
+    await _seed(db, ManualClock(datetime.now(UTC) - timedelta(days=40)))
+    with FakeAnthropic() as claude:
+        async with runtime_for(Environment(), settings, claude, db) as runtime:
+            sweeper = asyncio.create_task(retention_sweeps(runtime))
+            try:
+                conversation = await runtime.store.find_conversation(ThreadKey("slack", "C1", "1.0"))
+                assert conversation is not None
+                for _ in range(100):
+                    texts = [m.text for m in await runtime.store.messages(conversation.id)]
+                    if texts[0] == "[removed]":
+                        break
+                    await asyncio.sleep(0.05)
+            finally:
+                sweeper.cancel()
+    assert texts == ["[removed]", "a fresh message"]
