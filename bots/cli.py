@@ -16,7 +16,7 @@ from bots import operator_commands
 from bots.environment import BadEnvironmentError, Environment
 from bots.logging_setup import configure_logging
 from bots.runtime import open_runtime
-from bots.terminal_chat import TerminalChat
+from bots.terminal.chat import TerminalChat
 from core.settings import ConfigError, Settings, load_settings
 from core.storage.errors import StoreUnavailableError
 

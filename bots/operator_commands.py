@@ -14,7 +14,8 @@ from core.clock import SystemClock
 from core.domain import AuditEvent, AuditKind
 from core.settings import ConfigError, Settings, load_settings
 from core.storage.errors import StoreUnavailableError
-from core.storage.factory import open_store, redact_url
+from core.storage.factory import open_store
+from core.storage.urls import redact_url
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,10 @@ from core.work_tracker import WorkTracker
 LEASE_WAIT_MARGIN_SECONDS = 30.0
 
 
+# Like a configuration error: the operator must fix something (a token, an intent) before a restart helps.
+EXIT_START_FAILED = 2
+
+
 @dataclass
 class Shutdown:
     """Asked for by a signal, or by an adapter that can no longer work (a platform rejected it for good):

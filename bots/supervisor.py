@@ -14,7 +14,7 @@ from aiohttp import web
 
 from bots.environment import Environment
 from bots.prometheus_metrics import PrometheusMetrics
-from bots.runtime import Runtime, open_runtime
+from bots.runtime import EXIT_START_FAILED, Runtime, open_runtime
 from bots.web import health_routes
 from core.settings import Settings
 
@@ -25,8 +25,6 @@ DRAIN_SECONDS = 20.0
 DEFAULT_SLACK_PORT = 3000
 ADMISSION_GRACE_SECONDS = 0.5
 CANCEL_SECONDS = 2.0
-# Like a configuration error: the operator must fix something (a token, an intent) before a restart helps.
-EXIT_START_FAILED = 2
 RETENTION_SWEEP_SECONDS = 3600.0
 
 
@@ -55,11 +53,11 @@ class PlatformAdapter(Protocol):
 def build_adapters(runtime: Runtime) -> list[PlatformAdapter]:
     adapters: list[PlatformAdapter] = []
     if runtime.env.slack_enabled:
-        from bots.slack_bot import SlackAdapter
+        from bots.slack.bot import SlackAdapter
 
         adapters.append(SlackAdapter(runtime))
     if runtime.env.discord_enabled:
-        from bots.discord_bot import DiscordAdapter
+        from bots.discord.bot import DiscordAdapter
 
         adapters.append(DiscordAdapter(runtime))
     return adapters

@@ -14,9 +14,7 @@ from core.service import ConversationService
 from core.settings import Settings, load_settings
 from core.storage.sqlite_store import SqliteStore
 from tests.support.fake_anthropic import FakeAnthropic
-
-REPO = Path(__file__).resolve().parent.parent
-CONFIG = REPO / "config" / "lastresort.yaml"
+from tests.support.paths import CONFIG
 
 
 @pytest.fixture

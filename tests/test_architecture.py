@@ -110,14 +110,7 @@ def test_core_imports_drivers_only_in_the_module_that_implements_the_port(path: 
 
 def module_names() -> list[str]:
     """Every module of the core and bots packages that exists right now."""
-    names = []
-    for package in (CORE, BOTS):
-        for path in sorted(package.rglob("*.py")):
-            parts = list(path.relative_to(REPO).with_suffix("").parts)
-            if parts[-1] == "__init__":
-                parts.pop()
-            names.append(".".join(parts))
-    return names
+    return list(project_modules())
 
 
 # Runs in a fresh interpreter: records every audit event that would mean real work, per module imported.
@@ -203,3 +196,118 @@ def test_importing_creates_no_files(import_probe: tuple[dict[str, list[list[str]
 def test_importing_everything_is_quick(import_probe: tuple[dict[str, list[list[str]]], Path, float]) -> None:
     _, _, elapsed = import_probe
     assert elapsed < 20, f"importing core and bots took {elapsed:.1f}s: something works at import time"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The tree shows the architecture (practice 8): one package per platform, no cycles, no cross-platform imports
+# --------------------------------------------------------------------------------------------------------------
+
+PLATFORM_PACKAGES = ("bots.slack", "bots.discord", "bots.terminal")
+
+
+def internal_imports(path: Path, known: set[str]) -> set[str]:
+    """The project modules a file imports, at any depth (inside functions and `if TYPE_CHECKING:` too):
+    `from a.b import c` counts as `a.b.c` when that is a module, else as `a.b`."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name in known)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            for alias in node.names:
+                child = f"{node.module}.{alias.name}"
+                if child in known:
+                    found.add(child)
+                elif node.module in known:
+                    found.add(node.module)
+    return found
+
+
+def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
+    known = set(modules)
+    return {name: internal_imports(path, known) - {name} for name, path in modules.items()}
+
+
+def project_modules() -> dict[str, Path]:
+    modules = {}
+    for package in (CORE, BOTS):
+        for path in sorted(package.rglob("*.py")):
+            parts = list(path.relative_to(REPO).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            modules[".".join(parts)] = path
+    return modules
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle as a path `[a, b, ..., a]`, or `[]`: a depth-first search with colours."""
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def visit(node: str) -> list[str]:
+        if node in visiting:
+            return [*visiting[visiting.index(node) :], node]
+        if node in done:
+            return []
+        visiting.append(node)
+        for target in sorted(graph.get(node, ())):
+            cycle = visit(target)
+            if cycle:
+                return cycle
+        visiting.pop()
+        done.add(node)
+        return []
+
+    for start in sorted(graph):
+        cycle = visit(start)
+        if cycle:
+            return cycle
+    return []
+
+
+def test_cycle_finder_sees_a_cycle_through_three_modules() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert find_cycle(graph) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) == []
+
+
+def test_import_graph_reads_from_imports_of_modules_and_of_names(tmp_path: Path) -> None:
+    (tmp_path / "one.py").write_text("from pkg import two\nfrom pkg.three import thing\n", encoding="utf-8")
+    known = {"pkg", "pkg.two", "pkg.three", "pkg.one"}
+    assert internal_imports(tmp_path / "one.py", known) == {"pkg.two", "pkg.three"}
+
+
+def test_no_import_cycles_in_core_or_bots() -> None:
+    graph = import_graph(project_modules())
+    assert graph["bots.supervisor"], "the graph is empty: the scan found no imports"
+    cycle = find_cycle(graph)
+    assert cycle == [], "import cycle: " + " -> ".join(cycle)
+
+
+@pytest.mark.parametrize("package", PLATFORM_PACKAGES)
+def test_a_platform_package_never_imports_another(package: str) -> None:
+    modules = project_modules()
+    others = tuple(p for p in PLATFORM_PACKAGES if p != package)
+    crossing = {
+        name: sorted(target for target in targets if target.startswith(others))
+        for name, targets in import_graph(modules).items()
+        if name == package or name.startswith(package + ".")
+    }
+    assert {name for name in modules if name.startswith(package + ".")}, f"{package} has no modules"
+    assert {name: targets for name, targets in crossing.items() if targets} == {}
+
+
+def test_bots_top_level_is_the_process_shell_only() -> None:
+    flat = sorted(p.name for p in BOTS.glob("*.py"))
+    assert [name for name in flat if name.startswith(("slack_", "discord_", "terminal_"))] == []
+    assert len(flat) <= 12, flat
+    assert {"slack", "discord", "terminal"} <= {p.name for p in BOTS.iterdir() if (p / "__init__.py").exists()}
+
+
+def test_only_absolute_imports_in_core_and_bots() -> None:
+    relative_imports = []
+    for name, path in project_modules().items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        if any(isinstance(node, ast.ImportFrom) and node.level > 0 for node in ast.walk(tree)):
+            relative_imports.append(name)
+    assert relative_imports == []

@@ -34,18 +34,17 @@ from aiohttp import web
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from bots.discord_commands import FAILED, RESTARTING, LastResortTree, SlashCommands
-from bots.discord_components import Components, tell
-from bots.discord_conversations import DiscordConversations
-from bots.discord_inbound import EVENT_SOURCE, PLATFORM, interaction_event_id
-from bots.discord_invite import invite_url
-from bots.discord_replies import DEFAULT_UPDATE_INTERVAL
-from bots.discord_targets import BranchSources
-from bots.discord_views import parse_custom_id
+from bots.discord.commands import FAILED, RESTARTING, LastResortTree, SlashCommands
+from bots.discord.components import Components, tell
+from bots.discord.conversations import DiscordConversations
+from bots.discord.inbound import EVENT_SOURCE, PLATFORM, interaction_event_id
+from bots.discord.invite import invite_url
+from bots.discord.replies import DEFAULT_UPDATE_INTERVAL
+from bots.discord.targets import BranchSources
+from bots.discord.views import parse_custom_id
 from bots.environment import Environment
 from bots.recovery import RecoveryLoop
-from bots.runtime import Runtime
-from bots.supervisor import EXIT_START_FAILED
+from bots.runtime import EXIT_START_FAILED, Runtime
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ from collections.abc import Awaitable, Callable
 import discord
 from discord import app_commands
 
-from bots.discord_components import NO_CHANNEL, Components, tell
-from bots.discord_conversations import DiscordConversations, home_channel
-from bots.discord_inbound import PLATFORM, thread_key
-from bots.discord_render import (
+from bots.discord.components import NO_CHANNEL, Components, tell
+from bots.discord.conversations import DiscordConversations, home_channel
+from bots.discord.inbound import PLATFORM, thread_key
+from bots.discord.render import (
     DM_NEW_CONVERSATION,
     branch_choices,
     ended_answer,
@@ -32,7 +32,7 @@ from bots.discord_render import (
     stats_text,
     status_text,
 )
-from bots.discord_targets import BranchSources, may_moderate, resolved_channel, target_thread
+from bots.discord.targets import BranchSources, may_moderate, resolved_channel, target_thread
 from core.service import ConversationService, forgotten_text
 from core.work_tracker import WorkTracker
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import discord
 
-from bots.discord_conversations import DiscordConversations, DiscordStore, home_channel
-from bots.discord_inbound import jump_url
-from bots.discord_render import DM_NEW_CONVERSATION
-from bots.discord_replies import quiet
-from bots.discord_views import (
+from bots.discord.conversations import DiscordConversations, DiscordStore, home_channel
+from bots.discord.inbound import jump_url
+from bots.discord.render import DM_NEW_CONVERSATION
+from bots.discord.replies import quiet
+from bots.discord.views import (
     NUMBER_FIELD,
     TEXT_FIELD,
     Action,

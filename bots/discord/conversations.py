@@ -29,7 +29,7 @@ from typing import Final, Protocol
 
 import discord
 
-from bots.discord_inbound import (
+from bots.discord.inbound import (
     EVENT_SOURCE,
     PLATFORM,
     Route,
@@ -48,7 +48,7 @@ from bots.discord_inbound import (
     message_text,
     thread_key,
 )
-from bots.discord_render import (
+from bots.discord.render import (
     CANNOT_LOCK,
     DM_BRANCH_NOTE,
     INTERRUPTED,
@@ -63,7 +63,7 @@ from bots.discord_render import (
     short_post,
     thread_title,
 )
-from bots.discord_replies import DEFAULT_UPDATE_INTERVAL, StreamedReply, send_post, send_text
+from bots.discord.replies import DEFAULT_UPDATE_INTERVAL, StreamedReply, send_post, send_text
 from core.domain import Conversation, StoredMessage, ThreadKey
 from core.outcomes import AlreadyEnded, Ended, EndingNotice, Ignored, NotAllowed, Outcome, Rejected
 from core.service import BranchSource, ConversationService, InboundMessage

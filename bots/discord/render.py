@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import discord
 
-from bots.discord_views import (
+from bots.discord.views import (
     ButtonSpec,
     confirm_id,
     edit_and_branch_id,

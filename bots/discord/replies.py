@@ -14,8 +14,8 @@ from typing import Any
 
 import discord
 
-from bots.discord_render import DiscordPost, draft_text
-from bots.discord_views import as_view
+from bots.discord.render import DiscordPost, draft_text
+from bots.discord.views import as_view
 from bots.draft_pacer import DraftPacer
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ from typing import Protocol
 
 import discord
 
-from bots.discord_conversations import home_channel
-from bots.discord_inbound import PLATFORM, dm_place, thread_key
+from bots.discord.conversations import home_channel
+from bots.discord.inbound import PLATFORM, dm_place, thread_key
 from core.domain import Conversation
 from core.service import ConversationService
 

@@ -30,22 +30,22 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots.environment import Environment
 from bots.recovery import RecoveryLoop
 from bots.runtime import Runtime
-from bots.slack_buttons import Click, SlackButtons, click_from
-from bots.slack_commands import RESTARTING, SlashCommands
-from bots.slack_conversations import SlackConversations
-from bots.slack_home import SlackHome
-from bots.slack_http import events_handler
-from bots.slack_inbound import PLATFORM, user_edit, user_message
-from bots.slack_moderators import SlackModerators
-from bots.slack_render import (
+from bots.slack.buttons import Click, SlackButtons, click_from
+from bots.slack.commands import RESTARTING, SlashCommands
+from bots.slack.conversations import SlackConversations
+from bots.slack.home import SlackHome
+from bots.slack.http import events_handler
+from bots.slack.inbound import PLATFORM, user_edit, user_message
+from bots.slack.moderators import SlackModerators
+from bots.slack.render import (
     ACTION_CONFIRM_END,
     ACTION_CONFIRM_KEEP,
     ACTION_FEEDBACK_HELPFUL,
     ACTION_FEEDBACK_UNHELPFUL,
     ACTION_NEW_CONVERSATION,
 )
-from bots.slack_replies import DEFAULT_UPDATE_INTERVAL
-from bots.slack_users import UserNames
+from bots.slack.replies import DEFAULT_UPDATE_INTERVAL
+from bots.slack.users import UserNames
 from core.work_tracker import ShuttingDownError
 
 log = logging.getLogger(__name__)

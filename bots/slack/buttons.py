@@ -10,9 +10,9 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.slack_conversations import SlackConversations
-from bots.slack_render import escape, notice_post, resolved_confirmation_blocks
-from bots.slack_replies import post
+from bots.slack.conversations import SlackConversations
+from bots.slack.render import escape, notice_post, resolved_confirmation_blocks
+from bots.slack.replies import post
 from core.outcomes import NotAllowed
 from core.service import ConversationService, feedback_text
 

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.slack_home import figures_text
-from bots.slack_inbound import PLATFORM, ThreadRef, parse_thread_link
-from bots.slack_moderators import SlackModerators
-from bots.slack_render import REOPENED_NOTE, SlackPost, inbound_text, notice_post, short_notice
-from bots.slack_replies import post
+from bots.slack.home import figures_text
+from bots.slack.inbound import PLATFORM, ThreadRef, parse_thread_link
+from bots.slack.moderators import SlackModerators
+from bots.slack.render import REOPENED_NOTE, SlackPost, inbound_text, notice_post, short_notice
+from bots.slack.replies import post
 from core.service import ConversationService, forgotten_text
 
 log = logging.getLogger(__name__)

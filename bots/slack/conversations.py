@@ -11,10 +11,10 @@ from typing import Protocol
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.slack_inbound import PLATFORM, SlackEdit, SlackMessage
-from bots.slack_render import branch_starter, fresh_starter, render_outcome, short_notice
-from bots.slack_replies import DEFAULT_UPDATE_INTERVAL, ThreadReply, post, post_ephemeral
-from bots.slack_users import UserNames
+from bots.slack.inbound import PLATFORM, SlackEdit, SlackMessage
+from bots.slack.render import branch_starter, fresh_starter, render_outcome, short_notice
+from bots.slack.replies import DEFAULT_UPDATE_INTERVAL, ThreadReply, post, post_ephemeral
+from bots.slack.users import UserNames
 from core.domain import StoredMessage, ThreadKey
 from core.outcomes import AlreadyEnded, Ignored, NotAllowed, Outcome, Rejected
 from core.service import ConversationService, InboundMessage

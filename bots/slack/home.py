@@ -10,8 +10,8 @@ from datetime import datetime
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.slack_moderators import SlackModerators
-from bots.slack_render import context, escape, header, section, trusted_text
+from bots.slack.moderators import SlackModerators
+from bots.slack.render import context, escape, header, section, trusted_text
 from core.domain import JSON, AuditKind, Conversation
 from core.overview import Overview
 from core.service import ConversationService

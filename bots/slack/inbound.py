@@ -8,7 +8,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from bots.slack_render import inbound_text, mentions
+from bots.slack.render import inbound_text, mentions
 from core.domain import ThreadKey
 
 PLATFORM = "slack"

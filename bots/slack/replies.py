@@ -15,7 +15,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.draft_pacer import DraftPacer
-from bots.slack_render import Rendered, SlackPost, draft_text
+from bots.slack.render import Rendered, SlackPost, draft_text
 
 log = logging.getLogger(__name__)
 

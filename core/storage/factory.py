@@ -4,18 +4,9 @@ from __future__ import annotations
 
 from core.ports import Clock, Store
 from core.storage.errors import StoreUnavailableError
+from core.storage.urls import redact_url
 
 DEFAULT_DATABASE_URL = "sqlite:///lastresort.db"
-
-
-def redact_url(database_url: str) -> str:
-    """The URL without its password, for error messages and logs."""
-    scheme, sep, rest = database_url.partition("://")
-    if not sep or "@" not in rest:
-        return database_url
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else f"{scheme}://{user}@{host}"
 
 
 async def open_store(database_url: str, *, clock: Clock, migrate: bool = True) -> Store:

@@ -37,7 +37,7 @@ from core.domain import (
 from core.ports import Clock
 from core.storage import rows
 from core.storage.errors import StoreUnavailableError
-from core.storage.factory import redact_url
+from core.storage.urls import redact_url
 
 # The stubs make the proxy generic; the runtime class is not subscriptable, hence the string.
 Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"

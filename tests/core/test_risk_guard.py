@@ -6,14 +6,12 @@ phrase inside an innocent sentence still fires (the safe side) and anything not 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from core.risk_guard import Lexicon, assess, categories_in, compile_lexicon, normalize
 from core.settings import load_settings
+from tests.support.paths import CONFIG
 
-CONFIG = Path(__file__).resolve().parent.parent / "config" / "lastresort.yaml"
 SELF_HARM = "self_harm"
 CRISIS = "crisis"
 OTHERS = "harm_to_others"

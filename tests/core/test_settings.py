@@ -11,8 +11,8 @@ import pydantic
 import pytest
 
 from core.settings import ConfigError, RiskGuardSettings, RuleSettings, Settings, load_settings
+from tests.support.paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO / "config"
 SHIPPED = CONFIG_DIR / "lastresort.yaml"
 SHIPPED_TEXT = SHIPPED.read_text(encoding="utf-8")

@@ -22,12 +22,12 @@ import pytest
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from bots import discord_conversations
-from bots.discord_bot import DiscordAdapter, build_client
-from bots.discord_commands import RESTARTING
-from bots.discord_invite import required_permissions
-from bots.discord_render import INTERRUPTED
-from bots.discord_views import NUMBER_FIELD, TEXT_FIELD
+from bots.discord import conversations as discord_conversations
+from bots.discord.bot import DiscordAdapter, build_client
+from bots.discord.commands import RESTARTING
+from bots.discord.invite import required_permissions
+from bots.discord.render import INTERRUPTED
+from bots.discord.views import NUMBER_FIELD, TEXT_FIELD
 from bots.environment import Environment
 from bots.runtime import Runtime
 from core.domain import Conversation, NewMessage, Role, ThreadKey
@@ -37,9 +37,9 @@ from tests.support.bot_process import BotProcess
 from tests.support.fake_anthropic import FakeAnthropic, Reply
 from tests.support.fake_discord import DiscordError, FakeDiscord, Perm
 from tests.support.model_scripts import END_ABUSE, END_REQUESTED, WARN
+from tests.support.paths import REPO
 from tests.support.runtime import runtime_for, until_idle
 
-REPO = Path(__file__).resolve().parent.parent
 LOCKED = 160005
 ARCHIVED = 50083
 LOADING = 1 << 7

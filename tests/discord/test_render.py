@@ -11,10 +11,10 @@ from typing import Any
 import discord
 import pytest
 
-from bots.discord_components import original_text
-from bots.discord_inbound import clean_text, dm_key, dm_number, jump_url
-from bots.discord_invite import invite_url, required_permissions
-from bots.discord_render import (
+from bots.discord.components import original_text
+from bots.discord.inbound import clean_text, dm_key, dm_number, jump_url
+from bots.discord.invite import invite_url, required_permissions
+from bots.discord.render import (
     CODE_FENCE,
     MESSAGE_LIMIT,
     DiscordPost,
@@ -30,8 +30,8 @@ from bots.discord_render import (
     status_text,
     thread_title,
 )
-from bots.discord_targets import conversation_number_in, thread_id_in
-from bots.discord_views import (
+from bots.discord.targets import conversation_number_in, thread_id_in
+from bots.discord.views import (
     NUMBER_FIELD,
     TEXT_FIELD,
     BranchForm,

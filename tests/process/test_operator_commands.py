@@ -18,9 +18,8 @@ from bots.operator_commands import daily_rows, render_stats
 from core.domain import AuditEvent, NewMessage, Role, ThreadKey
 from core.settings import Settings
 from core.storage.sqlite_store import SqliteStore
+from tests.support.paths import REPO
 from tests.support.stores import ManualClock
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def lastresort(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

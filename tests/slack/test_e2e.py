@@ -22,9 +22,9 @@ from aiohttp import web
 
 from bots.environment import Environment
 from bots.runtime import Runtime
-from bots.slack_bot import SlackAdapter
-from bots.slack_commands import RESTARTING
-from bots.slack_render import (
+from bots.slack.bot import SlackAdapter
+from bots.slack.commands import RESTARTING
+from bots.slack.render import (
     ACTION_CONFIRM_END,
     ACTION_CONFIRM_KEEP,
     ACTION_FEEDBACK_HELPFUL,
@@ -38,9 +38,9 @@ from tests.support.bot_process import BotProcess
 from tests.support.fake_anthropic import FakeAnthropic, Reply
 from tests.support.fake_slack import FakeSlack, SlackDriver, find_buttons, serve_web_app
 from tests.support.model_scripts import END_ABUSE, END_REQUESTED, WARN
+from tests.support.paths import REPO
 from tests.support.runtime import runtime_for, until_idle
 
-REPO = Path(__file__).resolve().parent.parent
 SECRET = "e2e-signing-secret-0123456789"
 CHANNEL = "C0GENERAL"
 ALICE, BOB = "U0ALICE", "U0BOB"

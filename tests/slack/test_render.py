@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 from slack_bolt.request.async_request import AsyncBoltRequest
 
-from bots.slack_commands import Command, help_text, parse_command
-from bots.slack_home import member_home, moderator_home
-from bots.slack_http import repair_form_body
-from bots.slack_inbound import ThreadRef, parse_thread_link, user_edit, user_message
-from bots.slack_render import (
+from bots.slack.commands import Command, help_text, parse_command
+from bots.slack.home import member_home, moderator_home
+from bots.slack.http import repair_form_body
+from bots.slack.inbound import ThreadRef, parse_thread_link, user_edit, user_message
+from bots.slack.render import (
     ACTION_CONFIRM_END,
     ACTION_CONFIRM_KEEP,
     ACTION_FEEDBACK_HELPFUL,
@@ -47,6 +46,7 @@ from core.outcomes import (
     WarningGiven,
 )
 from core.overview import Overview
+from tests.support.paths import REPO
 
 BOT = "UBOT"
 NOW = datetime(2025, 1, 2, 3, 4, tzinfo=UTC)
@@ -416,9 +416,9 @@ def test_member_home_is_short_and_plain() -> None:
 def test_manifest_routes_everything_to_the_adapter() -> None:
     import yaml
 
-    from bots.slack_http import EVENTS_PATH
+    from bots.slack.http import EVENTS_PATH
 
-    manifest = yaml.safe_load((Path(__file__).resolve().parent.parent / "config" / "slack-manifest.yaml").read_text())
+    manifest = yaml.safe_load((REPO / "config" / "slack-manifest.yaml").read_text())
     settings = manifest["settings"]
     (command,) = manifest["features"]["slash_commands"]
     assert command["command"] == "/lastresort"

@@ -15,7 +15,7 @@ from typing import Self
 import aiohttp
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
 
 
 def free_port() -> int:

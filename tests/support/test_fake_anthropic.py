@@ -14,7 +14,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -22,9 +21,9 @@ import pytest
 from anthropic.types import CacheControlEphemeralParam, MessageParam, TextBlockParam, ToolParam
 
 from tests.support.fake_anthropic import FakeAnthropic, Reply, echo_responder, trigger_responder
+from tests.support.paths import REPO as REPO_ROOT
 
 MODEL = "claude-test"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 WARN_TOOL: ToolParam = {
     "name": "warn_user",

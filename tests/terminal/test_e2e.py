@@ -17,8 +17,7 @@ import pytest
 
 from tests.support.fake_anthropic import FakeAnthropic, Reply
 from tests.support.model_scripts import END_ABUSE, END_REQUESTED, WARN
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.support.paths import REPO
 
 
 def chat_env(fake: FakeAnthropic, db: Path) -> dict[str, str]:

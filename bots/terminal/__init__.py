@@ -1,0 +1,1 @@
+"""The terminal adapter: `lastresort chat`, for trying the rules on one machine."""

@@ -1,0 +1,1 @@
+"""Tests of the process shell: operator commands, several instances, the benchmarks."""
