@@ -25,8 +25,12 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# Most tests wait on sockets and subprocesses, not the CPU: four workers keep two cores busy.
+# Each test opens its own ports (port 0), SQLite file (tmp_path) and PostgreSQL schema, so workers never collide.
+PYTEST_WORKERS ?= 4
+
 unit: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal
 
 test: install lint typecheck unit
 
