@@ -69,6 +69,15 @@ class InboundMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class Received:
+    """A message stored and waiting for its answer."""
+
+    conversation: Conversation
+    message: StoredMessage
+    budget_scope: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class BranchSource:
     conversation: Conversation
     message: StoredMessage
@@ -130,6 +139,15 @@ class ConversationService:
 
     async def handle_message(self, message: InboundMessage, on_text: TextSink | None = None) -> Outcome:
         """Answer one user message. Posts in ended conversations never reach the model."""
+        received = await self.receive(message)
+        if not isinstance(received, Received):
+            return received
+        return await self.answer_received(received, on_text)
+
+    async def receive(self, message: InboundMessage) -> Received | Outcome:
+        """Take a message in: stored (unanswered, under its platform id) or an outcome saying why not.
+        Adapters whose platform redelivers acknowledge only after this returns, so that a message is
+        either stored or redelivered, never lost in between."""
         conversation = await self._store.find_conversation(message.key)
         if conversation is None:
             if not message.may_start:
@@ -158,7 +176,10 @@ class ConversationService:
         if stored is None:
             return Ignored("duplicate")
         self._metrics.observe_message(message.key.platform)
-        return await self._answer_locked(conversation, stored, on_text, message.budget_scope)
+        return Received(conversation, stored, message.budget_scope)
+
+    async def answer_received(self, received: Received, on_text: TextSink | None = None) -> Outcome:
+        return await self._answer_locked(received.conversation, received.message, on_text, received.budget_scope)
 
     async def answer_pending(self, message: StoredMessage, on_text: TextSink | None = None) -> Outcome:
         """Answer a stored message nobody answered (its process died): recovery after a crash."""
@@ -346,6 +367,9 @@ class ConversationService:
 
     async def find_conversation(self, key: ThreadKey) -> Conversation | None:
         return await self._store.find_conversation(key)
+
+    async def find_message(self, *, platform: str, platform_message_id: str) -> StoredMessage | None:
+        return await self._store.find_by_platform_id(platform=platform, platform_message_id=platform_message_id)
 
     async def latest_conversation(self, *, platform: str, place: str) -> Conversation | None:
         return await self._store.latest_conversation(platform=platform, place=place)

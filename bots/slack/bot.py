@@ -1,9 +1,12 @@
 """The Slack adapter: a Bolt app that brings Slack events to the core and the core's outcomes to Slack.
 
 HTTP mode (the `web` process): Slack POSTs events, slash commands and button clicks to /slack/events;
-Bolt verifies the signature (forged or stale requests get 401) and acknowledges before our listener runs
-(`process_before_response=False`), so Slack always has its answer within 3 s. Socket Mode (local
-development, a `worker` process) is used instead when SLACK_APP_TOKEN is set.
+`bots/slack/http.py` checks them at the edge (signature on the raw bytes, workspace and app, event type)
+before Bolt sees them. A person's message is stored before it is acknowledged (`_take_in`, a middleware
+that runs before Bolt's ack): Slack gets 200 only for a message that is stored, and 503 (so it redelivers)
+when the database cannot take it within the ack budget. The answer runs after the ack
+(`process_before_response=False`). Socket Mode (local development, a `worker` process) is used instead
+when SLACK_APP_TOKEN is set.
 
 The listeners here only translate and delegate: conversations (messages, edits), buttons, the slash
 command and the App Home each live in their own module.
@@ -11,6 +14,7 @@ command and the App Home each live in their own module.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from enum import Enum
@@ -18,6 +22,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -34,8 +39,8 @@ from bots.slack.buttons import Click, SlackButtons, click_from
 from bots.slack.commands import RESTARTING, SlashCommands
 from bots.slack.conversations import SlackConversations
 from bots.slack.home import SlackHome
-from bots.slack.http import events_handler
-from bots.slack.inbound import PLATFORM, user_edit, user_message
+from bots.slack.http import Installation, events_handler
+from bots.slack.inbound import PLATFORM, SlackMessage, user_edit, user_message
 from bots.slack.moderators import SlackModerators
 from bots.slack.render import (
     ACTION_CONFIRM_END,
@@ -46,6 +51,8 @@ from bots.slack.render import (
 )
 from bots.slack.replies import DEFAULT_UPDATE_INTERVAL
 from bots.slack.users import UserNames
+from core.outcomes import Outcome
+from core.service import Received
 from core.work_tracker import ShuttingDownError
 
 log = logging.getLogger(__name__)
@@ -57,6 +64,12 @@ SERVER_ERROR_RETRIES = 1
 # Slack rejects the token outright with these; anything else (a network blip) may pass.
 TOKEN_REJECTED = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"})
 FAILED = "Something went wrong, so this may not have worked. Please try again."
+# Slack wants an answer within 3 s; the message must be stored by then, with margin for the network.
+INTAKE_SECONDS = 2.0
+# Slack retries a failed delivery three times (after about 0 s, 1 min and 5 min), then drops it.
+SLACK_LAST_RETRY = 3
+TAKEN = "lastresort_taken"
+RETRY = "lastresort_retry"
 
 
 class SocketConnection(Protocol):
@@ -123,6 +136,7 @@ class SlackAdapter:
             interval_seconds=runtime.settings.recovery.interval_seconds,
         )
         self._socket: SocketConnection | None = None
+        self._installation = Installation(app_id=runtime.env.slack_app_id)
         self._register()
 
     @property
@@ -135,8 +149,21 @@ class SlackAdapter:
 
     # -- lifecycle --------------------------------------------------------------------------------
 
+    @property
+    def installation(self) -> Installation:
+        return self._installation
+
     def routes(self) -> list[web.RouteDef]:
-        return [] if self.socket_mode else [events_handler(self._app)]
+        if self.socket_mode:
+            return []
+        return [
+            events_handler(
+                self._app,
+                signing_secret=self._env.slack_signing_secret or "",
+                installation=self._installation,
+                on_revoked=self._on_revoked,
+            )
+        ]
 
     async def start(self) -> None:
         await self._check_token()
@@ -157,20 +184,56 @@ class SlackAdapter:
             self._socket = None
 
     async def _check_token(self) -> None:
-        """Fail at start-up on a token Slack rejects, rather than on the first message."""
+        """Fail at start-up on a token Slack rejects, rather than on the first message; learn which
+        workspace and app this is, so that the edge can refuse requests for any other."""
         try:
-            await self._client.auth_test()
+            auth = await self._client.auth_test()
         except SlackApiError as exc:
             error = str(exc.response.get("error"))
             if error in TOKEN_REJECTED:
                 raise RuntimeError(f"Slack rejected SLACK_BOT_TOKEN: {error}") from exc
             log.warning("slack auth.test failed; continuing", extra={"error": error})
+            return
+        installation = self._installation
+        installation.team_id = _text(auth.get("team_id"))
+        installation.bot_user_id = _text(auth.get("user_id"))
+        bot_id = _text(auth.get("bot_id"))
+        if installation.app_id is None and bot_id is not None:
+            try:
+                info = await self._client.bots_info(bot=bot_id)
+                bot = info.get("bot")
+                installation.app_id = _text(bot.get("app_id")) if isinstance(bot, dict) else None
+            except SlackApiError as exc:
+                log.warning("slack bots.info failed; set SLACK_APP_ID", extra={"error": exc.response.get("error")})
+        log.info("slack installation", extra={"team": installation.team_id, "app": installation.app_id})
+
+    async def _on_revoked(self, body: dict[str, Any]) -> None:
+        """app_uninstalled, or tokens_revoked naming our bot: stop calling Slack for this workspace."""
+        event = body.get("event") or {}
+        kind = str(event.get("type"))
+        if kind == "tokens_revoked":
+            tokens = event.get("tokens") or {}
+            bots = tokens.get("bot") if isinstance(tokens, dict) else None
+            mine = self._installation.bot_user_id
+            if not isinstance(bots, list) or (mine is not None and mine not in bots):
+                log.info("slack tokens revoked for other users; ours still holds")
+                return
+        if self._installation.revoked:
+            return
+        self._installation.revoked = True
+        self._runtime.readiness.report("slack", ready=False, reason=kind)
+        log.error(
+            "slack app removed from the workspace: no more calls to Slack for it",
+            extra={"event_type": kind, "team": body.get("team_id")},
+        )
+        await self._recovery.stop()
 
     # -- wiring -----------------------------------------------------------------------------------
 
     def _register(self) -> None:
         app = self._app
         app.middleware(self._refuse_while_draining)
+        app.middleware(self._take_in)
         app.event("app_mention")(self._on_app_mention)
         # Registered before the plain message listener: Bolt runs the first listener that matches.
         app.event({"type": "message", "subtype": "message_changed"})(self._on_edit)
@@ -196,6 +259,45 @@ class SlackAdapter:
         if body.get("type") == "event_callback":
             return BoltResponse(status=503, body="")
         return BoltResponse(status=200, body=RESTARTING)
+
+    async def _take_in(
+        self,
+        body: dict[str, Any],
+        context: AsyncBoltContext,
+        request: AsyncBoltRequest,
+        next: Callable[[], Awaitable[None]],
+    ) -> BoltResponse | None:
+        """Store a person's message before Bolt acknowledges it; 503 (Slack redelivers) if the store
+        cannot take it within the ack budget. Never 200 for a message that is not stored."""
+        message = _message_in(body, context.bot_user_id)
+        if message is None or self._installation.revoked:
+            await next()
+            return None
+        retry = _retry_num(request)
+        context[RETRY] = retry
+        if retry:
+            self._runtime.metrics.observe_redelivered(PLATFORM)
+        try:
+            async with asyncio.timeout(INTAKE_SECONDS):
+                context[TAKEN] = await self._conversations.take_in(message)
+        except Exception as exc:
+            reason = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+            self._runtime.store_failed(reason)
+            if retry >= SLACK_LAST_RETRY:
+                self._runtime.metrics.observe_given_up(PLATFORM, reason)
+                log.error(
+                    "message lost: not stored on Slack's last delivery",
+                    extra={"reason": reason, "retry": retry, "channel": message.channel},
+                )
+            else:
+                self._runtime.metrics.observe_deferred(PLATFORM, reason)
+                log.warning(
+                    "message not stored; Slack will redeliver",
+                    extra={"reason": reason, "retry": retry, "channel": message.channel},
+                )
+            return BoltResponse(status=503, body="")
+        await next()
+        return None
 
     async def _run(self, what: str, work: Callable[[], Awaitable[None]]) -> Done:
         """Run one piece of work counted as in flight, so that shutdown waits for it to finish."""
@@ -228,10 +330,11 @@ class SlackAdapter:
         self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext, *, addressed: bool
     ) -> None:
         message = user_message(event, context.bot_user_id, addressed=addressed)
-        if message is None:
+        taken: Received | Outcome | None = context.get(TAKEN)
+        if message is None or taken is None:
             return
-        event_id = str(body.get("event_id") or "")
-        await self._run("message", lambda: self._conversations.on_message(message, event_id=event_id))
+        redelivered = bool(context.get(RETRY))
+        await self._run("message", lambda: self._conversations.answer(message, taken, redelivered=redelivered))
 
     async def _on_edit(self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext) -> None:
         edit = user_edit(event, context.bot_user_id)
@@ -301,3 +404,25 @@ class SlackAdapter:
         self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
     ) -> None:
         await self._on_button(ack, body, action, respond, self._buttons.new_conversation)
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _message_in(body: dict[str, Any], bot_user_id: str | None) -> SlackMessage | None:
+    """The person's message an event_callback carries, if it is one to store (edits are not)."""
+    if body.get("type") != "event_callback" or not isinstance(body.get("event"), dict):
+        return None
+    event = body["event"]
+    if event.get("type") == "app_mention":
+        return user_message(event, bot_user_id, addressed=True)
+    if event.get("type") == "message":
+        return user_message(event, bot_user_id)
+    return None
+
+
+def _retry_num(request: AsyncBoltRequest) -> int:
+    values = request.headers.get("x-slack-retry-num") or []
+    value = values[0] if values else ""
+    return int(value) if value.isdigit() else 0

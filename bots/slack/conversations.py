@@ -17,7 +17,7 @@ from bots.slack.replies import DEFAULT_UPDATE_INTERVAL, ThreadReply, post, post_
 from bots.slack.users import UserNames
 from core.domain import StoredMessage, ThreadKey
 from core.outcomes import AlreadyEnded, Ignored, NotAllowed, Outcome, Rejected
-from core.service import ConversationService, InboundMessage
+from core.service import ConversationService, InboundMessage, Received
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,8 @@ EVENT_SOURCE = "slack"
 # A second namespace in the same dedupe table: one Slack post gets at most one private note, although
 # Slack reports a mention twice (app_mention and message) and the core stores nothing for such posts.
 NOTE_SOURCE = "slack-note"
+# The name goes into the stored message, and storing happens before Slack's 3 s acknowledgement deadline.
+NAME_BUDGET_SECONDS = 0.5
 INTERRUPTED = "_This answer was interrupted by a restart. It will be answered again in a moment._"
 
 
@@ -55,26 +57,56 @@ class SlackConversations:
             self._client, channel=channel, thread_ts=thread_ts, user=user, min_interval=self._update_interval
         )
 
-    async def on_message(self, message: SlackMessage, *, event_id: str) -> None:
+    async def take_in(self, message: SlackMessage) -> Received | Outcome:
+        """Store the message (or learn that it need not be): runs before Slack gets its acknowledgement,
+        so it must be quick; whatever raises here means "not stored", and Slack is asked to redeliver."""
         # Most channel messages are not in any conversation: skip them before any write or API call.
         if not message.may_start and await self._service.find_conversation(message.key) is None:
-            return
-        # Slack redelivers an event it thinks we missed; a post already handled must not be answered again.
-        if not await self._store.claim_event(source=EVENT_SOURCE, event_id=event_id):
-            return
-        writer = self._writer(channel=message.channel, thread_ts=message.thread_ts, user=message.user)
+            return Ignored("not_a_conversation")
         inbound = InboundMessage(
             key=message.key,
             author_id=message.user,
-            author_name=await self._names.name_of(message.user),
+            author_name=await self._name_quickly(message.user),
             text=message.text,
             platform_message_id=message.platform_message_id,
             may_start=message.may_start,
             budget_scope=message.channel,
         )
-        outcome = await self._answering(writer, self._service.handle_message(inbound, writer.on_text))
+        # The platform message id is the dedupe key: a redelivery (or the app_mention/message pair Slack
+        # sends for one mention) finds it stored and comes back Ignored("duplicate").
+        return await self._service.receive(inbound)
+
+    async def _name_quickly(self, user: str) -> str | None:
+        try:
+            async with asyncio.timeout(NAME_BUDGET_SECONDS):
+                return await self._names.name_of(user)
+        except TimeoutError:
+            return None
+
+    async def answer(self, message: SlackMessage, taken: Received | Outcome, *, redelivered: bool = False) -> None:
+        """After the acknowledgement: answer what `take_in` stored, or say why not."""
+        writer = self._writer(channel=message.channel, thread_ts=message.thread_ts, user=message.user)
+        if isinstance(taken, Received):
+            outcome = await self._answering(writer, self._service.answer_received(taken, writer.on_text))
+        elif isinstance(taken, Ignored) and taken.reason == "duplicate" and redelivered:
+            # Slack redelivers when it missed our answer, which may have been a 503 sent just after the store
+            # committed: answer it now if nobody has (the thread's lease keeps this to one answer).
+            stored = await self._service.find_message(
+                platform=PLATFORM, platform_message_id=message.platform_message_id
+            )
+            if stored is None or stored.answered:
+                return
+            outcome = await self._answering(writer, self._service.answer_pending(stored, writer.on_text))
+        else:
+            outcome = taken
+        if isinstance(outcome, Ignored):
+            return
         if await self._first_note(outcome, message.platform_message_id):
             await writer.finish(render_outcome(outcome))
+
+    async def on_message(self, message: SlackMessage) -> None:
+        """Take in and answer at once (Socket Mode, tests): the HTTP path splits the two around the ack."""
+        await self.answer(message, await self.take_in(message))
 
     async def _answering(self, writer: ThreadReply, answer: Awaitable[Outcome]) -> Outcome:
         try:

@@ -231,8 +231,9 @@ async def test_a_redelivered_event_is_not_answered_again(bot: Bot) -> None:
     await bot.idle()
     assert len(bot.replies(ts)) == 1
     assert bot.model_calls() == 1
-    # The event id is claimed in the database, so another instance would skip it too.
-    assert not await bot.runtime.store.claim_event(source="slack", event_id=first.payload["event_id"])
+    # The post is stored under its Slack id, so another instance would find it stored too.
+    stored = await bot.runtime.store.find_by_platform_id(platform="slack", platform_message_id=f"{CHANNEL}:{ts}")
+    assert stored is not None and stored.answered
 
 
 async def test_forged_and_stale_requests_are_refused(bot: Bot, slack: FakeSlack) -> None:
