@@ -87,7 +87,9 @@ class SlackConversations:
         """After the acknowledgement: answer what `take_in` stored, or say why not."""
         writer = self._writer(channel=message.channel, thread_ts=message.thread_ts, user=message.user)
         if isinstance(taken, Received):
-            outcome = await self._answering(writer, self._service.answer_received(taken, writer.on_text))
+            outcome = await self._answering(
+                writer, self._service.answer_received(taken, writer.on_text), channel=message.channel
+            )
         elif isinstance(taken, Ignored) and taken.reason == "duplicate" and redelivered:
             # Slack redelivers when it missed our answer, which may have been a 503 sent just after the store
             # committed: answer it now if nobody has (the thread's lease keeps this to one answer).
@@ -96,7 +98,9 @@ class SlackConversations:
             )
             if stored is None or stored.answered:
                 return
-            outcome = await self._answering(writer, self._service.answer_pending(stored, writer.on_text))
+            outcome = await self._answering(
+                writer, self._service.answer_pending(stored, writer.on_text), channel=message.channel
+            )
         else:
             outcome = taken
         if isinstance(outcome, Ignored):
@@ -108,7 +112,7 @@ class SlackConversations:
         """Take in and answer at once (Socket Mode, tests): the HTTP path splits the two around the ack."""
         await self.answer(message, await self.take_in(message))
 
-    async def _answering(self, writer: ThreadReply, answer: Awaitable[Outcome]) -> Outcome:
+    async def _answering(self, writer: ThreadReply, answer: Awaitable[Outcome], *, channel: str) -> Outcome:
         try:
             return await answer
         except asyncio.CancelledError:
@@ -117,6 +121,19 @@ class SlackConversations:
             with contextlib.suppress(Exception):
                 await asyncio.shield(writer.abandon(short_notice(INTERRUPTED)))
             raise
+        except Exception:
+            # Failed (the database went away mid-answer): the message stays unanswered and recovery answers
+            # it later, so half a reply left here would become a second version of that answer.
+            await self._remove_draft(writer, channel)
+            raise
+
+    async def _remove_draft(self, writer: ThreadReply, channel: str) -> None:
+        try:
+            await writer.abandon(short_notice(INTERRUPTED))  # lets a draft still being posted land first
+            if writer.draft_ts is not None:
+                await self._client.chat_delete(channel=channel, ts=writer.draft_ts)
+        except Exception as exc:
+            log.warning("cannot remove an abandoned draft", extra={"error": type(exc).__name__})
 
     async def answer_unanswered(self, message: StoredMessage) -> None:
         """Answer, in its thread, a message that a stopped process took in but never answered."""
@@ -125,7 +142,9 @@ class SlackConversations:
             return
         key = conversation.key
         writer = self._writer(channel=key.place, thread_ts=key.thread, user=message.author_id or conversation.owner_id)
-        outcome = await self._answering(writer, self._service.answer_pending(message, writer.on_text))
+        outcome = await self._answering(
+            writer, self._service.answer_pending(message, writer.on_text), channel=key.place
+        )
         await writer.finish(render_outcome(outcome))
 
     async def _first_note(self, outcome: Outcome, post_id: str) -> bool:

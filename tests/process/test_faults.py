@@ -1,0 +1,235 @@
+"""Faults an operator meets, against the real `lastresort run` process: the database goes away (through a
+TCP proxy the test cuts; the server itself is never stopped), Slack redelivers, strangers post junk.
+
+The sender here redelivers the way Slack does: a delivery that is not acknowledged with 2xx within 3 s is
+sent again, with the same event id and `X-Slack-Retry-Num` 1, 2 and 3. Slack waits about 0 s, 1 min and
+5 min between them; the test compresses that schedule so that it still outlasts the outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.support.bot_process import BotProcess, config_with
+from tests.support.fake_anthropic import FakeAnthropic, last_user_text
+from tests.support.fake_slack import FakeSlack, SlackDriver
+from tests.support.stores import PostgresSchema, fresh_postgres_schema
+from tests.support.tcp_proxy import TcpProxy
+
+SECRET = "faults-signing-secret"
+CHANNEL = "C0FAULTS"
+PEOPLE = [f"U0P{n:02d}" for n in range(10)]
+FAST_RECOVERY = {"age_seconds": 2, "interval_seconds": 0.5, "lease_seconds": 2}
+# Slack: retries after about 0 s, 1 min, 5 min. Compressed, but together longer than the outage.
+RETRY_DELAYS = (1.0, 5.0, 15.0)
+ACK_DEADLINE = 3.0
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    with FakeSlack() as fake:
+        fake.add_channel(CHANNEL, "faults")
+        for n, person in enumerate(PEOPLE):
+            fake.add_user(person, f"person{n}")
+        yield fake
+
+
+@pytest.fixture
+async def schema() -> AsyncIterator[PostgresSchema]:
+    async with fresh_postgres_schema() as fresh:
+        yield fresh
+
+
+@pytest.fixture
+async def proxy(schema: PostgresSchema) -> AsyncIterator[TcpProxy]:
+    target = urllib.parse.urlsplit(schema.url)
+    async with TcpProxy(target.hostname or "127.0.0.1", target.port or 5432) as running:
+        yield running
+
+
+def through(proxy: TcpProxy, schema: PostgresSchema) -> str:
+    """The schema's URL, pointed at the proxy instead of the server."""
+    parts = urllib.parse.urlsplit(schema.url)
+    netloc = f"{parts.username}@" if parts.username else ""
+    netloc += f"127.0.0.1:{proxy.port}"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, f"search_path={schema.name}", ""))
+
+
+def bot_env(slack: FakeSlack, anthropic: FakeAnthropic, database_url: str, config: Path) -> dict[str, str]:
+    return {
+        "SLACK_BOT_TOKEN": slack.token,
+        "SLACK_SIGNING_SECRET": SECRET,
+        "SLACK_API_URL": slack.api_url,
+        "ANTHROPIC_API_KEY": "sk-ant-faults",
+        "ANTHROPIC_BASE_URL": anthropic.base_url,
+        "DATABASE_URL": database_url,
+        "LASTRESORT_CONFIG": str(config),
+        "LOG_FORMAT": "json",
+    }
+
+
+class SlackSender:
+    """Delivers events as Slack does, redelivering until acknowledged or out of retries."""
+
+    def __init__(self, slack: FakeSlack, bot: BotProcess) -> None:
+        self.driver = SlackDriver(SECRET, f"{bot.url}/slack/events", fake=slack, timeout=ACK_DEADLINE)
+        self.statuses: list[list[int]] = []
+
+    async def _once(self, envelope: dict[str, Any], retry: int) -> int:
+        try:
+            if retry:
+                reply = await self.driver.send_event(envelope, retry_num=retry, retry_reason="http_error")
+            else:
+                reply = await self.driver.send_event(envelope)
+        except (TimeoutError, aiohttp.ClientError):
+            return 0  # Slack counts a missed deadline like an error
+        return reply.status
+
+    async def deliver(self, envelope: dict[str, Any]) -> list[int]:
+        statuses = [await self._once(envelope, 0)]
+        for retry, delay in enumerate(RETRY_DELAYS, start=1):
+            if 200 <= statuses[-1] < 300:
+                break
+            await asyncio.sleep(delay)
+            statuses.append(await self._once(envelope, retry))
+        self.statuses.append(statuses)
+        return statuses
+
+
+async def readyz(bot: BotProcess) -> int:
+    async with aiohttp.ClientSession() as session, session.get(f"{bot.url}/readyz") as response:
+        return response.status
+
+
+async def metrics_of(bot: BotProcess) -> dict[str, float]:
+    async with aiohttp.ClientSession() as session, session.get(f"{bot.url}/metrics") as response:
+        body = await response.text()
+    series = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            series[name] = float(value)
+    return series
+
+
+def model_saw(anthropic: FakeAnthropic) -> list[str]:
+    """Every user text in every model request (whole history, so a message answered in a batch counts)."""
+    seen = []
+    for request in anthropic.message_requests():
+        for message in request.json.get("messages", []):
+            if message.get("role") == "user" and isinstance(message.get("content"), list):
+                seen.extend(str(b.get("text", "")) for b in message["content"] if isinstance(b, dict))
+    return seen
+
+
+def last_texts(anthropic: FakeAnthropic) -> list[str]:
+    return [last_user_text(r.json) for r in anthropic.message_requests()]
+
+
+def tracebacks(bot: BotProcess) -> list[str]:
+    return [line for line in bot.output().splitlines() if "Traceback" in line or '"exc_info"' in line]
+
+
+async def test_a_database_outage_loses_no_message_and_answers_none_twice(
+    slack: FakeSlack, fake_anthropic: FakeAnthropic, schema: PostgresSchema, proxy: TcpProxy, tmp_path: Path
+) -> None:
+    env = bot_env(slack, fake_anthropic, through(proxy, schema), config_with(tmp_path, recovery=FAST_RECOVERY))
+    async with BotProcess(env, log_path=tmp_path / "outage.log") as bot:
+        sender = SlackSender(slack, bot)
+        threads: dict[str, str] = {}
+        for n, person in enumerate(PEOPLE):
+            starter = sender.driver.build_app_mention(CHANNEL, person, f"p{n} starts")
+            assert await sender.deliver(starter) == [200]
+            threads[person] = str(starter["event"]["ts"])
+        await slack.wait_for_async(
+            lambda: all(len(slack.bot_messages(CHANNEL, ts)) == 1 for ts in threads.values()), timeout=30
+        )
+        assert await readyz(bot) == 200
+
+        sent: list[str] = []
+        deliveries: list[asyncio.Task[list[int]]] = []
+        ready_during: list[int] = []
+
+        async def person_writes(n: int, person: str) -> None:
+            for m in range(10):  # every 2 s for 20 s
+                text = f"p{n} m{m}"
+                envelope = sender.driver.build_message(CHANNEL, person, text, thread_ts=threads[person])
+                sent.append(text)
+                deliveries.append(asyncio.create_task(sender.deliver(envelope)))
+                await asyncio.sleep(2.0)
+
+        async def outage() -> None:
+            await asyncio.sleep(4.0)
+            proxy.cut()
+            cut_at = time.monotonic()
+            await asyncio.sleep(2.5)  # the background check notices within a couple of seconds
+            while time.monotonic() - cut_at < 12.0:
+                ready_during.append(await readyz(bot))
+                await asyncio.sleep(0.5)
+            proxy.restore()
+
+        await asyncio.gather(outage(), *(person_writes(n, p) for n, p in enumerate(PEOPLE)))
+        results = await asyncio.gather(*deliveries)
+
+        # Every delivery was acknowledged in the end; some only after Slack-style redelivery.
+        assert all(200 <= statuses[-1] < 300 for statuses in results), results
+        assert any(len(statuses) > 1 for statuses in results), "the outage deferred no message"
+        assert all(s in (0, 200, 503) for statuses in results for s in statuses)
+        assert ready_during and set(ready_during) == {503}, ready_during
+
+        # Every message reaches the model (in its own turn or with the next one of its thread)...
+        def all_seen() -> bool:
+            seen = "\n".join(model_saw(fake_anthropic))
+            return all(f"] {text}" in seen for text in sent)
+
+        await slack.wait_for_async(all_seen, timeout=40, what="every message in a model request")
+
+        def replies(person: str) -> list[str]:
+            return [str(r.get("text", "")) for r in slack.bot_messages(CHANNEL, threads[person])]
+
+        # ... every message is stored once and answered (a batched one shares its answer with the next)...
+        async def unanswered() -> tuple[int, int]:
+            connection = await schema.admin()
+            try:
+                row = await connection.fetchrow(
+                    "SELECT count(*) AS users, count(*) FILTER (WHERE NOT answered) AS open"
+                    " FROM messages WHERE role = 'user'"
+                )
+            finally:
+                await connection.close()
+            assert row is not None
+            return int(row["users"]), int(row["open"])
+
+        deadline = time.monotonic() + 40
+        while (counts := await unanswered()) != (len(sent) + len(PEOPLE), 0) and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        assert counts == (len(sent) + len(PEOPLE), 0)
+        # ... and once recovery has had its chance to double anything, no message shows two answers and
+        # no thread keeps a half-written draft.
+        await asyncio.sleep(3.0)
+        for n, person in enumerate(PEOPLE):
+            for m in range(10):
+                assert sum(f' p{n} m{m}"' in r for r in replies(person)) <= 1, (person, m, replies(person))
+            assert not any("interrupted" in r or "…" in r[-3:] for r in replies(person)), replies(person)
+        # The model was asked to answer each message once: a redelivery found it stored, not new.
+        answered = [t for t in last_texts(fake_anthropic) if " m" in t]
+        for text in sent:
+            assert sum(t.endswith(f"] {text}") for t in answered) <= 1, text
+
+        assert await readyz(bot) == 200
+        metrics = await metrics_of(bot)
+        assert metrics["lastresort_store_up"] == 1
+        assert sum(v for k, v in metrics.items() if k.startswith("lastresort_messages_deferred_total")) > 0
+        assert metrics.get('lastresort_messages_redelivered_total{platform="slack"}', 0) > 0
+        assert not any(k.startswith("lastresort_messages_given_up_total{") for k in metrics)
+        log = bot.output()
+        assert "message not stored; Slack will redeliver" in log
+        assert "database unreachable: not ready" in log
