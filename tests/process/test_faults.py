@@ -9,6 +9,9 @@ sent again, with the same event id and `X-Slack-Retry-Num` 1, 2 and 3. Slack wai
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
@@ -208,10 +211,12 @@ async def test_a_database_outage_loses_no_message_and_answers_none_twice(
             assert row is not None
             return int(row["users"]), int(row["open"])
 
-        deadline = time.monotonic() + 40
-        while (counts := await unanswered()) != (len(sent) + len(PEOPLE), 0) and time.monotonic() < deadline:
+        expected = (len(sent) + len(PEOPLE), 0)
+        for _ in range(80):
+            if (counts := await unanswered()) == expected:
+                break
             await asyncio.sleep(0.5)
-        assert counts == (len(sent) + len(PEOPLE), 0)
+        assert counts == expected
         # ... and once recovery has had its chance to double anything, no message shows two answers and
         # no thread keeps a half-written draft.
         await asyncio.sleep(3.0)
@@ -233,3 +238,130 @@ async def test_a_database_outage_loses_no_message_and_answers_none_twice(
         log = bot.output()
         assert "message not stored; Slack will redeliver" in log
         assert "database unreachable: not ready" in log
+
+
+# ---------------------------------------------------------------------------------------- the Slack edge
+
+
+def sqlite_env(slack: FakeSlack, anthropic: FakeAnthropic, tmp_path: Path) -> dict[str, str]:
+    config = config_with(tmp_path, recovery=FAST_RECOVERY)
+    return bot_env(slack, anthropic, f"sqlite:///{tmp_path / 'edge.db'}", config)
+
+
+async def post_raw(
+    bot: BotProcess, body: bytes, *, content_type: str, timestamp: str | None, secret: str | None = SECRET
+) -> int:
+    """POST bytes as they are: signed over the raw bytes with `secret` (None: unsigned)."""
+    headers = {"Content-Type": content_type}
+    if timestamp is not None:
+        headers["X-Slack-Request-Timestamp"] = timestamp
+    if secret is not None and timestamp is not None:
+        base = b"v0:" + timestamp.encode() + b":" + body
+        headers["X-Slack-Signature"] = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{bot.url}/slack/events", data=body, headers=headers) as response,
+    ):
+        return response.status
+
+
+JUNK: list[tuple[str, bytes, str]] = [
+    ("malformed JSON", b'{"type": "event_callback", "event": ', "application/json"),
+    ("a JSON array", b'[{"type": "event_callback"}]', "application/json"),
+    ("a JSON string", b'"event_callback"', "application/json"),
+    ("not UTF-8", b'{"type": "\xff\xfe event_callback"}', "application/json"),
+    ("garbage payload= form", b"payload=%7Bnot-json%7D%7D", "application/x-www-form-urlencoded"),
+    ("payload= holding an array", b"payload=%5B1%2C2%5D", "application/x-www-form-urlencoded"),
+    ("an empty body", b"", "application/json"),
+]
+
+
+async def test_junk_and_forged_bodies_get_4xx_and_leave_no_traceback(
+    slack: FakeSlack, fake_anthropic: FakeAnthropic, tmp_path: Path
+) -> None:
+    async with BotProcess(sqlite_env(slack, fake_anthropic, tmp_path), log_path=tmp_path / "junk.log") as bot:
+        now = str(int(time.time()))
+        for what, body, content_type in JUNK:
+            assert await post_raw(bot, body, content_type=content_type, timestamp=now) == 400, what
+            assert await post_raw(bot, body, content_type=content_type, timestamp=now, secret=None) == 401, what
+            forged = await post_raw(bot, body, content_type=content_type, timestamp=now, secret="not-the-secret")
+            assert forged == 401, what
+        valid = json.dumps(SlackDriver(SECRET, "", fake=slack).build_message(CHANNEL, PEOPLE[0], "hi")).encode()
+        for timestamp in ("not-a-number", "1e9", "-5", "١٢٣", ""):
+            assert await post_raw(bot, valid, content_type="application/json", timestamp=timestamp) == 401, timestamp
+        assert await post_raw(bot, valid, content_type="application/json", timestamp="1000000000") == 401
+        await asyncio.sleep(0.3)
+        assert tracebacks(bot) == []
+        refusals = [e for e in _json_lines(bot.output()) if e.get("message") == "slack request refused"]
+        assert len(refusals) == len(JUNK) * 3 + 6
+        assert {e.get("level") for e in refusals} == {"WARNING"}
+        assert fake_anthropic.message_requests() == []
+        # The process is unharmed: a real message is still answered.
+        sent = await SlackDriver(SECRET, f"{bot.url}/slack/events", fake=slack).app_mention(CHANNEL, PEOPLE[0], "ok?")
+        assert sent.status == 200
+        await slack.wait_for_async(lambda: len(slack.bot_messages(CHANNEL, str(sent.payload["event"]["ts"]))) == 1)
+
+
+async def test_foreign_events_slackbot_and_unhandled_types_reach_no_model_and_get_2xx(
+    slack: FakeSlack, fake_anthropic: FakeAnthropic, tmp_path: Path
+) -> None:
+    async with BotProcess(sqlite_env(slack, fake_anthropic, tmp_path), log_path=tmp_path / "edge.log") as bot:
+        driver = SlackDriver(SECRET, f"{bot.url}/slack/events", fake=slack)
+        # Validly signed, but for another workspace or another app: acknowledged and dropped.
+        for field, value in (("team_id", "T9999"), ("api_app_id", "A9999")):
+            envelope = driver.build_app_mention(CHANNEL, PEOPLE[1], f"from {value}")
+            envelope[field] = value
+            assert (await driver.send_event(envelope)).status == 200
+        # Slackbot in our DM, and system messages (joins, topic changes) in a conversation's thread.
+        dm = slack.dm_channel(PEOPLE[1])
+        slackbot = driver.build_message(dm, "USLACKBOT", "You have been removed from #testing by someone")
+        assert (await driver.send_event(slackbot)).status == 200
+        started = await driver.app_mention(CHANNEL, PEOPLE[1], "a real question")
+        thread = str(started.payload["event"]["ts"])
+        await slack.wait_for_async(lambda: len(slack.bot_messages(CHANNEL, thread)) == 1, timeout=10)
+        for subtype in ("channel_join", "channel_topic", "thread_broadcast_deleted"):
+            event = driver.build_message(CHANNEL, PEOPLE[1], f"system {subtype}", thread_ts=thread)
+            event["event"]["subtype"] = subtype
+            assert (await driver.send_event(event)).status == 200
+        # Event types the bot does not handle: 2xx, so Slack never counts them as failures.
+        unhandled = [
+            {"type": "reaction_added", "user": PEOPLE[1], "reaction": "wave", "item": {"type": "message"}},
+            {"type": "member_joined_channel", "user": PEOPLE[2], "channel": CHANNEL, "channel_type": "C"},
+            {"type": "channel_rename", "channel": {"id": CHANNEL, "name": "renamed"}},
+            {"type": "tokens_revoked", "tokens": {"oauth": [PEOPLE[3]], "bot": []}},
+        ]
+        for event in unhandled:
+            reply = await driver.send_event(driver.envelope({**event, "event_ts": driver.next_ts()}))
+            assert 200 <= reply.status < 300, event["type"]
+        await asyncio.sleep(1.0)
+        requests = fake_anthropic.message_requests()
+        assert len(requests) == 1 and "a real question" in last_user_text(requests[0].json)
+        assert slack.messages(dm) == [] or all(m.get("user") != slack.bot_user_id for m in slack.messages(dm))
+        assert await readyz(bot) == 200  # another user's token revoked: ours still works
+
+        # The app is uninstalled: acknowledged, logged, and Slack is called no more for this workspace.
+        slack.clear_calls()
+        reply = await driver.send_event(driver.envelope({"type": "app_uninstalled", "event_ts": driver.next_ts()}))
+        assert reply.status == 200
+        after = await driver.message(CHANNEL, PEOPLE[1], "still there?", thread_ts=thread)
+        assert after.status == 200
+        await asyncio.sleep(1.5)
+        assert slack.calls == []
+        assert len(fake_anthropic.message_requests()) == 1
+        assert await readyz(bot) == 503
+        log = bot.output()
+        assert "slack app removed from the workspace" in log
+        assert "Unhandled request" not in log and "@app.event" not in log
+        assert tracebacks(bot) == []
+
+
+def _json_lines(text: str) -> list[dict[str, Any]]:
+    out = []
+    for line in text.splitlines():
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            out.append(value)
+    return out
