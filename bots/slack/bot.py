@@ -137,6 +137,7 @@ class SlackAdapter:
         )
         self._socket: SocketConnection | None = None
         self._installation = Installation(app_id=runtime.env.slack_app_id)
+        self._late: set[asyncio.Future[Received | Outcome]] = set()
         self._register()
 
     @property
@@ -277,10 +278,15 @@ class SlackAdapter:
         context[RETRY] = retry
         if retry:
             self._runtime.metrics.observe_redelivered(PLATFORM)
+        # Not cancelled at the deadline: a cancelled write can leave a connection mid-transaction. A write
+        # that lands late is found stored by Slack's redelivery (or by recovery) and answered then.
+        storing = asyncio.ensure_future(self._conversations.take_in(message))
         try:
-            async with asyncio.timeout(INTAKE_SECONDS):
-                context[TAKEN] = await self._conversations.take_in(message)
+            context[TAKEN] = await asyncio.wait_for(asyncio.shield(storing), INTAKE_SECONDS)
         except Exception as exc:
+            if not storing.done():
+                self._late.add(storing)
+                storing.add_done_callback(self._late_done)
             reason = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
             self._runtime.store_failed(reason)
             if retry >= SLACK_LAST_RETRY:
@@ -298,6 +304,11 @@ class SlackAdapter:
             return BoltResponse(status=503, body="")
         await next()
         return None
+
+    def _late_done(self, task: asyncio.Future[Received | Outcome]) -> None:
+        self._late.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.info("a late write failed too", extra={"error": type(task.exception()).__name__})
 
     async def _run(self, what: str, work: Callable[[], Awaitable[None]]) -> Done:
         """Run one piece of work counted as in flight, so that shutdown waits for it to finish."""

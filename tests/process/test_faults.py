@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import sqlite3
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
@@ -365,3 +366,49 @@ def _json_lines(text: str) -> list[dict[str, Any]]:
         if isinstance(value, dict):
             out.append(value)
     return out
+
+
+async def test_a_locked_sqlite_database_defers_messages_with_503_and_loses_none(
+    slack: FakeSlack, fake_anthropic: FakeAnthropic, tmp_path: Path
+) -> None:
+    async with BotProcess(sqlite_env(slack, fake_anthropic, tmp_path), log_path=tmp_path / "locked.log") as bot:
+        sender = SlackSender(slack, bot)
+        starters = [
+            sender.driver.build_app_mention(CHANNEL, person, f"p{n} before") for n, person in enumerate(PEOPLE[:3])
+        ]
+        for starter in starters:
+            assert await sender.deliver(starter) == [200]
+        threads = [str(s["event"]["ts"]) for s in starters]
+        await slack.wait_for_async(lambda: all(len(slack.bot_messages(CHANNEL, t)) == 1 for t in threads), timeout=20)
+
+        # Another process holds the write lock (a backup, a stuck migration) for 5 s.
+        blocker = sqlite3.connect(tmp_path / "edge.db", timeout=0.1, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            during = [
+                sender.driver.build_message(CHANNEL, person, f"p{n} during", thread_ts=threads[n])
+                for n, person in enumerate(PEOPLE[:3])
+            ]
+            deliveries = [asyncio.create_task(sender.deliver(envelope)) for envelope in during]
+            await asyncio.sleep(5.0)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        results = await asyncio.gather(*deliveries)
+        assert all(statuses[0] == 503 for statuses in results), results
+        assert all(statuses[-1] == 200 for statuses in results), results
+
+        for n, thread in enumerate(threads):
+            await slack.wait_for_async(
+                lambda t=thread, n=n: any(
+                    f' p{n} during"' in str(r.get("text")) for r in slack.bot_messages(CHANNEL, t)
+                ),
+                timeout=20,
+                what=f"p{n} answered",
+            )
+        await asyncio.sleep(3.0)
+        for n, thread in enumerate(threads):
+            texts = [str(r.get("text")) for r in slack.bot_messages(CHANNEL, thread)]
+            assert sum(f' p{n} during"' in t for t in texts) == 1, texts
+        assert "message not stored; Slack will redeliver" in bot.output()
+        assert tracebacks(bot) == []
