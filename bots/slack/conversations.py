@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
 from typing import Protocol
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bots.slack.drafts import DraftKeeper, DraftStore
 from bots.slack.inbound import PLATFORM, SlackEdit, SlackMessage
 from bots.slack.render import branch_starter, fresh_starter, render_outcome, short_notice
 from bots.slack.replies import DEFAULT_UPDATE_INTERVAL, ThreadReply, post, post_ephemeral
 from bots.slack.users import UserNames
-from core.domain import StoredMessage, ThreadKey
+from core.domain import Conversation, StoredMessage, ThreadKey
 from core.outcomes import AlreadyEnded, Ignored, NotAllowed, Outcome, Rejected
 from core.service import ConversationService, InboundMessage, Received
 
@@ -30,7 +30,7 @@ NAME_BUDGET_SECONDS = 0.5
 INTERRUPTED = "_This answer was interrupted by a restart. It will be answered again in a moment._"
 
 
-class SlackStore(Protocol):
+class SlackStore(DraftStore, Protocol):
     """What the adapter needs from the store directly (everything else goes through the service)."""
 
     async def claim_event(self, *, source: str, event_id: str) -> bool: ...
@@ -85,47 +85,68 @@ class SlackConversations:
 
     async def answer(self, message: SlackMessage, taken: Received | Outcome, *, redelivered: bool = False) -> None:
         """After the acknowledgement: answer what `take_in` stored, or say why not."""
-        writer = self._writer(channel=message.channel, thread_ts=message.thread_ts, user=message.user)
         if isinstance(taken, Received):
-            outcome = await self._answering(
-                writer, self._service.answer_received(taken, writer.on_text), channel=message.channel
-            )
-        elif isinstance(taken, Ignored) and taken.reason == "duplicate" and redelivered:
+            await self._answer_stored(taken.message, taken.conversation, user=message.user)
+            return
+        if isinstance(taken, Ignored) and taken.reason == "duplicate" and redelivered:
             # Slack redelivers when it missed our answer, which may have been a 503 sent just after the store
             # committed: answer it now if nobody has (the thread's lease keeps this to one answer).
             stored = await self._service.find_message(
                 platform=PLATFORM, platform_message_id=message.platform_message_id
             )
-            if stored is None or stored.answered:
-                return
-            outcome = await self._answering(
-                writer, self._service.answer_pending(stored, writer.on_text), channel=message.channel
-            )
-        else:
-            outcome = taken
-        if isinstance(outcome, Ignored):
+            if stored is not None and not stored.answered:
+                await self.answer_unanswered(stored)
             return
-        if await self._first_note(outcome, message.platform_message_id):
-            await writer.finish(render_outcome(outcome))
+        if isinstance(taken, Ignored):
+            return
+        if await self._first_note(taken, message.platform_message_id):
+            writer = self._writer(channel=message.channel, thread_ts=message.thread_ts, user=message.user)
+            await writer.finish(render_outcome(taken))
 
     async def on_message(self, message: SlackMessage) -> None:
         """Take in and answer at once (Socket Mode, tests): the HTTP path splits the two around the ack."""
         await self.answer(message, await self.take_in(message))
 
-    async def _answering(self, writer: ThreadReply, answer: Awaitable[Outcome], *, channel: str) -> Outcome:
+    async def answer_unanswered(self, message: StoredMessage) -> None:
+        """Answer, in its thread, a message that a stopped process took in but never answered."""
+        await self._answer_stored(message, None, user=message.author_id)
+
+    async def _answer_stored(
+        self, message: StoredMessage, conversation: Conversation | None, *, user: str | None
+    ) -> None:
+        """One answer in the message's thread, its draft remembered until the final posts are in place."""
+        if conversation is None:
+            conversation = await self._service.get_conversation(message.conversation_id)
+        if conversation is None or conversation.key.platform != PLATFORM:
+            return
+        key = conversation.key
+        writer = self._writer(channel=key.place, thread_ts=key.thread, user=user or conversation.owner_id)
+        keeper = DraftKeeper(
+            self._client,
+            self._store,
+            writer,
+            conversation_id=conversation.id,
+            message_id=message.id,
+            channel=key.place,
+        )
         try:
-            return await answer
+            outcome = await self._service.answer_pending(message, keeper.on_text)
         except asyncio.CancelledError:
             # Cut short by a shutdown: the message stays stored and unanswered, and another instance
-            # answers it; meanwhile the draft must not show half a reply as if it were the answer.
+            # answers it; meanwhile the draft must not show half a reply as if it were the answer. It stays
+            # remembered, so that the answer replaces it.
             with contextlib.suppress(Exception):
                 await asyncio.shield(writer.abandon(short_notice(INTERRUPTED)))
+            await keeper.keep()
             raise
         except Exception:
             # Failed (the database went away mid-answer): the message stays unanswered and recovery answers
             # it later, so half a reply left here would become a second version of that answer.
-            await self._remove_draft(writer, channel)
+            await self._remove_draft(writer, key.place)
+            await keeper.done()
             raise
+        await writer.finish(render_outcome(outcome))
+        await keeper.done()
 
     async def _remove_draft(self, writer: ThreadReply, channel: str) -> None:
         try:
@@ -134,18 +155,6 @@ class SlackConversations:
                 await self._client.chat_delete(channel=channel, ts=writer.draft_ts)
         except Exception as exc:
             log.warning("cannot remove an abandoned draft", extra={"error": type(exc).__name__})
-
-    async def answer_unanswered(self, message: StoredMessage) -> None:
-        """Answer, in its thread, a message that a stopped process took in but never answered."""
-        conversation = await self._service.get_conversation(message.conversation_id)
-        if conversation is None or conversation.key.platform != PLATFORM:
-            return
-        key = conversation.key
-        writer = self._writer(channel=key.place, thread_ts=key.thread, user=message.author_id or conversation.owner_id)
-        outcome = await self._answering(
-            writer, self._service.answer_pending(message, writer.on_text), channel=key.place
-        )
-        await writer.finish(render_outcome(outcome))
 
     async def _first_note(self, outcome: Outcome, post_id: str) -> bool:
         """False for the second private note about the same post (the core stored nothing to dedupe on)."""
