@@ -4,6 +4,7 @@ returns outcomes for the adapters to render. The model proposes; this module dec
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -181,12 +182,20 @@ class ConversationService:
     async def answer_received(self, received: Received, on_text: TextSink | None = None) -> Outcome:
         return await self._answer_locked(received.conversation, received.message, on_text, received.budget_scope)
 
-    async def answer_pending(self, message: StoredMessage, on_text: TextSink | None = None) -> Outcome:
-        """Answer a stored message nobody answered (its process died): recovery after a crash."""
+    async def answer_pending(
+        self,
+        message: StoredMessage,
+        on_text: TextSink | None = None,
+        *,
+        under_lease: Callable[[], Awaitable[None]] | None = None,
+    ) -> Outcome:
+        """Answer a stored message nobody answered yet (just taken in, or its process died). `under_lease`
+        runs once the thread is held, before the model is called: what only the thread's holder may do
+        (an adapter removing drafts a stopped process left)."""
         conversation = await self._store.get_conversation(message.conversation_id)
         if conversation is None:
             return Ignored("gone")
-        return await self._answer_locked(conversation, message, on_text, None)
+        return await self._answer_locked(conversation, message, on_text, None, under_lease)
 
     async def unanswered(self, *, platform: str, older_than_seconds: float) -> list[StoredMessage]:
         """The newest unanswered message of each conversation on `platform` whose process never answered
@@ -208,9 +217,12 @@ class ConversationService:
         trigger: StoredMessage,
         on_text: TextSink | None,
         budget_scope: str | None,
+        under_lease: Callable[[], Awaitable[None]] | None = None,
     ) -> Outcome:
         try:
             async with self._locks.hold(conversation.key):
+                if under_lease is not None:
+                    await under_lease()
                 return await self._turns.answer(conversation.id, trigger, on_text, budget_scope)
         except LeaseTimeoutError:
             # The message is stored and unanswered: the next answer in this thread includes it.

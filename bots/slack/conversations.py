@@ -130,7 +130,7 @@ class SlackConversations:
             channel=key.place,
         )
         try:
-            outcome = await self._service.answer_pending(message, keeper.on_text)
+            outcome = await self._service.answer_pending(message, keeper.on_text, under_lease=keeper.sweep)
         except asyncio.CancelledError:
             # Cut short by a shutdown: the message stays stored and unanswered, and another instance
             # answers it; meanwhile the draft must not show half a reply as if it were the answer. It stays

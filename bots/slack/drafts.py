@@ -50,18 +50,15 @@ class DraftKeeper:
         self._conversation_id = conversation_id
         self._message_id = message_id
         self._channel = channel
-        self._swept = False
         self._remembered: str | None = None
 
     async def on_text(self, text: str) -> None:
-        """The core's TextSink. Its first call comes under the thread's lease, before our own draft exists."""
-        if not self._swept:
-            self._swept = True
-            await self._sweep()
+        """The core's TextSink: the writer's, noting the draft's ts once it exists."""
         await self._writer.on_text(text)
         await self._note()
 
-    async def _sweep(self) -> None:
+    async def sweep(self) -> None:
+        """Remove leftover drafts. Only the thread's holder may call this, before it posts a draft of its own."""
         try:
             orphans = await self._store.orphan_drafts(self._conversation_id)
         except Exception as exc:

@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 
 from tests.support.bot_process import BotProcess, config_with
-from tests.support.fake_anthropic import FakeAnthropic, last_user_text
+from tests.support.fake_anthropic import FakeAnthropic, Reply, last_user_text
 from tests.support.fake_slack import FakeSlack, SlackDriver
 from tests.support.stores import PostgresSchema, fresh_postgres_schema
 from tests.support.tcp_proxy import TcpProxy
@@ -412,3 +412,49 @@ async def test_a_locked_sqlite_database_defers_messages_with_503_and_loses_none(
             assert sum(f' p{n} during"' in t for t in texts) == 1, texts
         assert "message not stored; Slack will redeliver" in bot.output()
         assert tracebacks(bot) == []
+
+
+# ---------------------------------------------------------------------------------------- no debris
+
+LONG = " ".join(f"Part {n} of a long answer." for n in range(1, 30))
+
+
+async def test_drafts_left_by_a_killed_process_are_gone_once_recovery_answers(
+    slack: FakeSlack, fake_anthropic: FakeAnthropic, tmp_path: Path
+) -> None:
+    env = sqlite_env(slack, fake_anthropic, tmp_path)
+    fake_anthropic.chunk_delay = 0.3
+    fake_anthropic.push(*[Reply.text(LONG) for _ in range(5)])
+    threads: list[str] = []
+
+    def bot_texts(thread: str) -> list[str]:
+        return [str(m.get("text", "")) for m in slack.bot_messages(CHANNEL, thread)]
+
+    async with BotProcess(env, log_path=tmp_path / "killed.log") as doomed:
+        driver = SlackDriver(SECRET, f"{doomed.url}/slack/events", fake=slack)
+        for n, person in enumerate(PEOPLE[:5]):
+            sent = await driver.app_mention(CHANNEL, person, f"p{n} asks for a long one")
+            assert sent.status == 200
+            threads.append(str(sent.payload["event"]["ts"]))
+        # Every thread shows half an answer, streaming.
+        await slack.wait_for_async(lambda: all(any("Part 2" in t for t in bot_texts(th)) for th in threads), timeout=20)
+        doomed.kill()
+        await doomed.process.wait() if doomed.process else None
+    assert all(not any("Part 29" in t for t in bot_texts(th)) for th in threads)  # cut off mid-answer
+    fake_anthropic.chunk_delay = 0.0
+
+    async with BotProcess(env, log_path=tmp_path / "restarted.log") as restarted:
+        await slack.wait_for_async(
+            lambda: all(any(f'p{n} asks for a long one"' in t for t in bot_texts(th)) for n, th in enumerate(threads)),
+            timeout=30,
+            what="recovery answers every thread",
+        )
+        await asyncio.sleep(2.0)
+        for n, thread in enumerate(threads):
+            texts = bot_texts(thread)
+            # Exactly one answer per message: the half-written draft was removed, not left above it.
+            assert len(texts) == 1, texts
+            assert f'p{n} asks for a long one"' in texts[0]
+            assert not any("Part" in t for t in texts)
+        assert tracebacks(restarted) == []
+        assert "removed drafts a stopped process left" in restarted.output()
