@@ -103,10 +103,6 @@ class SlackConversations:
             writer = self._writer(channel=message.channel, thread_ts=message.thread_ts, user=message.user)
             await writer.finish(render_outcome(taken))
 
-    async def on_message(self, message: SlackMessage) -> None:
-        """Take in and answer at once (Socket Mode, tests): the HTTP path splits the two around the ack."""
-        await self.answer(message, await self.take_in(message))
-
     async def answer_unanswered(self, message: StoredMessage) -> None:
         """Answer, in its thread, a message that a stopped process took in but never answered."""
         await self._answer_stored(message, None, user=message.author_id)

@@ -458,3 +458,33 @@ async def test_drafts_left_by_a_killed_process_are_gone_once_recovery_answers(
             assert not any("Part" in t for t in texts)
         assert tracebacks(restarted) == []
         assert "removed drafts a stopped process left" in restarted.output()
+
+
+async def test_an_interrupted_note_left_by_a_drain_is_replaced_by_the_answer(
+    slack: FakeSlack, fake_anthropic: FakeAnthropic, tmp_path: Path
+) -> None:
+    env = sqlite_env(slack, fake_anthropic, tmp_path)
+    fake_anthropic.chunk_delay = 4.0  # eight chunks: longer than the 20 s drain allows
+    fake_anthropic.push(Reply.text(LONG))
+
+    def bot_texts(thread: str) -> list[str]:
+        return [str(m.get("text", "")) for m in slack.bot_messages(CHANNEL, thread)]
+
+    async with BotProcess(env, log_path=tmp_path / "drained.log") as drained:
+        sent = await SlackDriver(SECRET, f"{drained.url}/slack/events", fake=slack).app_mention(
+            CHANNEL, PEOPLE[0], "a very slow answer please"
+        )
+        thread = str(sent.payload["event"]["ts"])
+        await slack.wait_for_async(lambda: bot_texts(thread) != [], timeout=30, what="a draft")
+        assert await drained.terminate(timeout=30) == 0
+    assert [t for t in bot_texts(thread) if "interrupted" in t], bot_texts(thread)
+    fake_anthropic.chunk_delay = 0.0
+
+    async with BotProcess(env, log_path=tmp_path / "next.log") as following:
+        await slack.wait_for_async(
+            lambda: any('a very slow answer please"' in t for t in bot_texts(thread)), timeout=30, what="the answer"
+        )
+        await asyncio.sleep(1.0)
+        texts = bot_texts(thread)
+        assert len(texts) == 1 and 'a very slow answer please"' in texts[0], texts
+        assert tracebacks(following) == []
