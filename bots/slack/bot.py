@@ -216,7 +216,7 @@ class SlackAdapter:
             tokens = event.get("tokens") or {}
             bots = tokens.get("bot") if isinstance(tokens, dict) else None
             mine = self._installation.bot_user_id
-            if not isinstance(bots, list) or (mine is not None and mine not in bots):
+            if not isinstance(bots, list) or not bots or (mine is not None and mine not in bots):
                 log.info("slack tokens revoked for other users; ours still holds")
                 return
         if self._installation.revoked:
