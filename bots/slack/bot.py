@@ -159,7 +159,8 @@ class SlackAdapter:
     async def _check_token(self) -> None:
         """Fail at start-up on a token Slack rejects, rather than on the first message."""
         try:
-            await self._client.auth_test()
+            identity = await self._client.auth_test()
+            self._conversations.team_id = str(identity.get("team_id") or "") or None
         except SlackApiError as exc:
             error = str(exc.response.get("error"))
             if error in TOKEN_REJECTED:
