@@ -38,6 +38,7 @@ from bots.slack.http import events_handler
 from bots.slack.inbound import PLATFORM, user_edit, user_message
 from bots.slack.moderators import SlackModerators
 from bots.slack.render import (
+    ACTION_ANSWER_FEEDBACK,
     ACTION_CONFIRM_END,
     ACTION_CONFIRM_KEEP,
     ACTION_FEEDBACK_HELPFUL,
@@ -46,6 +47,7 @@ from bots.slack.render import (
 )
 from bots.slack.replies import DEFAULT_UPDATE_INTERVAL
 from bots.slack.users import UserNames
+from bots.slack.votes import answer_vote
 from core.work_tracker import ShuttingDownError
 
 log = logging.getLogger(__name__)
@@ -185,6 +187,7 @@ class SlackAdapter:
         app.action(ACTION_FEEDBACK_HELPFUL)(self._on_feedback)
         app.action(ACTION_FEEDBACK_UNHELPFUL)(self._on_feedback)
         app.action(ACTION_NEW_CONVERSATION)(self._on_new_conversation)
+        app.action(ACTION_ANSWER_FEEDBACK)(self._on_answer_vote)
 
     async def _refuse_while_draining(
         self, body: dict[str, Any], next: Callable[[], Awaitable[None]]
@@ -302,3 +305,9 @@ class SlackAdapter:
         self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
     ) -> None:
         await self._on_button(ack, body, action, respond, self._buttons.new_conversation)
+
+    async def _on_answer_vote(
+        self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
+    ) -> None:
+        service = self._runtime.service
+        await self._on_button(ack, body, action, respond, lambda click: answer_vote(service, click))
