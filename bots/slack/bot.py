@@ -30,6 +30,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots.environment import Environment
 from bots.recovery import RecoveryLoop
 from bots.runtime import Runtime
+from bots.slack.assistant import EditsPassAssistant, SlackAssistant
 from bots.slack.buttons import Click, SlackButtons, click_from
 from bots.slack.commands import RESTARTING, SlashCommands
 from bots.slack.conversations import SlackConversations
@@ -116,6 +117,7 @@ class SlackAdapter:
         self._buttons = SlackButtons(self._client, service=service, conversations=self._conversations)
         self._commands = SlashCommands(self._client, service=service, moderators=moderators)
         self._home = SlackHome(self._client, service=service, moderators=moderators)
+        self._assistant = SlackAssistant(self._client, service=service)
         self._recovery = RecoveryLoop(
             service=service,
             work=runtime.work,
@@ -174,6 +176,14 @@ class SlackAdapter:
     def _register(self) -> None:
         app = self._app
         app.middleware(self._refuse_while_draining)
+        # The assistant container (Agents & AI Apps): after the draining check, before the listeners.
+        assistant = EditsPassAssistant()
+        assistant.thread_started(self._on_assistant_thread_started)
+        # Thread context (the channel the user is looking at) is not used; Bolt's default would store it
+        # by editing our messages' metadata.
+        assistant.thread_context_changed(self._on_assistant_context_changed)
+        assistant.user_message(self._on_assistant_message)
+        app.assistant(assistant)
         app.event("app_mention")(self._on_app_mention)
         # Registered before the plain message listener: Bolt runs the first listener that matches.
         app.event({"type": "message", "subtype": "message_changed"})(self._on_edit)
@@ -243,6 +253,25 @@ class SlackAdapter:
             return
         event_id = str(body.get("event_id") or "")
         await self._run("edit", lambda: self._conversations.on_edit(edit, event_id=event_id))
+
+    async def _on_assistant_thread_started(self, event: dict[str, Any]) -> None:
+        await self._run("assistant thread", lambda: self._assistant.thread_started(event))
+
+    async def _on_assistant_context_changed(self) -> None:
+        return None
+
+    async def _on_assistant_message(
+        self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
+    ) -> None:
+        message = user_message(event, context.bot_user_id, addressed=False)
+        if message is None:
+            return
+        event_id = str(body.get("event_id") or "")
+
+        async def answer() -> None:
+            await self._conversations.on_message(message, event_id=event_id)
+
+        await self._run("assistant message", lambda: self._assistant.answering(message, answer))
 
     async def _on_home_opened(self, event: dict[str, Any]) -> None:
         user = event.get("user")

@@ -6,11 +6,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 from bots.slack.buttons import STALE
-from bots.slack.render import ACTION_ANSWER_FEEDBACK
-from core.domain import VoteCounts
+from bots.slack.render import ACTION_ANSWER_FEEDBACK, ACTION_CONFIRM_END
+from core.domain import ThreadKey, VoteCounts
 from core.service import VOTE_SAME, VOTE_THANKS
 from tests.slack.harness import ALICE, BOB, CHANNEL, MOD, Bot, block_text
+from tests.support.fake_anthropic import Reply
 from tests.support.fake_slack import FakeSlack
+from tests.support.model_scripts import END_REQUESTED
 
 
 async def vote(bot: Bot, answer: dict[str, object], user: str, side: str) -> str:
@@ -64,3 +66,94 @@ async def test_a_vote_for_a_conversation_elsewhere_does_not_count(bot: Bot, slac
     assert slack.responses[-1].body["text"] == STALE
     since = conversation.created_at - timedelta(minutes=1)
     assert await bot.runtime.store.answer_votes(since=since) == VoteCounts()
+
+
+# -- the assistant container ------------------------------------------------------------------------------
+
+
+async def test_the_assistant_thread_gets_prompts_a_status_before_the_answer_and_the_answer(
+    bot: Bot, slack: FakeSlack
+) -> None:
+    dm, thread, sent = await bot.driver.assistant_thread_started(ALICE)
+    assert sent.status == 200
+    await slack.wait_for_async(lambda: (slack.assistant_thread(dm, thread) or {}).get("prompts"), timeout=10)
+    opened = slack.assistant_thread(dm, thread)
+    assert opened is not None and opened["prompts"] is not None
+    assert 1 <= len(opened["prompts"]["prompts"]) <= 4
+    assert bot.model_calls() == 0  # opening the container asks Claude nothing
+
+    bot.claude.chunk_delay = 0.2
+    bot.claude.push(Reply.text("**Sure.** " + "Here is a thought. " * 20))
+    asked = await bot.driver.message(dm, ALICE, "How do tides work?\nAnd why twice a day?", thread_ts=thread)
+    assert asked.status == 200
+    await slack.wait_for_async(lambda: [m for m in slack.bot_messages(dm, thread) if m["ts"] != thread], timeout=10)
+    await bot.idle()
+    (answer,) = [m for m in slack.bot_messages(dm, thread) if m["ts"] != thread]
+    (markdown,) = [b["text"] for b in answer["blocks"] if b["type"] == "markdown"]
+    assert markdown.startswith("**Sure.**")
+    assert "context_actions" in [b["type"] for b in answer["blocks"]]
+
+    # The status came before the answer started, and was cleared after it.
+    methods = [c.method for c in slack.calls]
+    status_at = methods.index("assistant.threads.setStatus")
+    assert status_at < methods.index("chat.startStream")
+    thread_state = slack.assistant_thread(dm, thread)
+    assert thread_state is not None
+    assert thread_state["statuses"][0] == "is thinking…" and thread_state["status"] == ""
+    assert thread_state["title"] == "How do tides work?"
+
+    # One conversation per assistant thread: the next message continues it; the title stays.
+    await bot.driver.message(dm, ALICE, "thanks!", thread_ts=thread)
+    await slack.wait_for_async(lambda: len(slack.bot_messages(dm, thread)) >= 3, timeout=10)
+    await bot.idle()
+    conversation = await bot.runtime.service.find_conversation(ThreadKey("slack", dm, thread))
+    assert conversation is not None and conversation.owner_id == ALICE
+    assert bot.last_user_texts() == [
+        "[Alice (U0ALICE)] How do tides work?\nAnd why twice a day?",
+        "[Alice (U0ALICE)] thanks!",
+    ]
+    assert len(slack.calls_to("assistant.threads.setTitle")) == 1
+
+
+async def test_endings_and_branching_work_in_the_assistant_thread(bot: Bot, slack: FakeSlack) -> None:
+    dm, thread, _ = await bot.driver.assistant_thread_started(ALICE)
+    first = await bot.driver.message(dm, ALICE, "first question", thread_ts=thread)
+    first_ts = str(first.payload["event"]["ts"])
+    await slack.wait_for_async(lambda: len(slack.bot_messages(dm, thread)) >= 2, timeout=10)
+    await bot.idle()
+
+    # Editing a message branches: a new thread continues from that point.
+    edited = await bot.driver.message_changed(dm, ALICE, "first question, rephrased", first_ts, thread)
+    assert edited.status == 200
+    starter = await slack.wait_for_async(
+        lambda: next((m for m in slack.bot_messages(dm) if "new conversation branched" in m["text"]), None),
+        timeout=10,
+    )
+    await slack.wait_for_async(lambda: len(slack.bot_messages(dm, starter["ts"])) >= 2, timeout=10)
+    await bot.idle()
+    assert bot.last_user_texts()[-1] == "[Alice (U0ALICE)] first question, rephrased"
+
+    # The user asks to end it: confirm, and the notice arrives in the assistant thread.
+    bot.claude.push(END_REQUESTED)
+    await bot.driver.message(dm, ALICE, "please end this conversation", thread_ts=thread)
+    question = await slack.wait_for_async(
+        lambda: next((m for m in slack.bot_messages(dm, thread) if ACTION_CONFIRM_END in str(m.get("blocks"))), None),
+        timeout=10,
+    )
+    await bot.idle()
+    await bot.driver.click(question, ACTION_CONFIRM_END, ALICE, channel=dm)
+    notice = await slack.wait_for_async(
+        lambda: next(
+            (m for m in slack.bot_messages(dm, thread) if m.get("blocks", [{}])[0].get("type") == "header"), None
+        ),
+        timeout=10,
+    )
+    assert "Start a new conversation" in block_text(notice)
+    await bot.idle()
+    calls = bot.model_calls()
+    await bot.driver.message(dm, ALICE, "hello again?", thread_ts=thread)
+    await slack.wait_for_async(lambda: slack.ephemerals, timeout=10)
+    await bot.idle()
+    assert bot.model_calls() == calls  # the ended thread stays ended
+    conversation = await bot.runtime.service.find_conversation(ThreadKey("slack", dm, thread))
+    assert conversation is not None and conversation.is_ended

@@ -1802,6 +1802,20 @@ class SlackDriver:
             event["view"] = view
         return self.envelope(event)
 
+    def build_assistant_thread_started(self, user: str, channel: str, thread_ts: str) -> JSON:
+        """What Slack sends when `user` opens the app from the top bar (the thread exists in the fake)."""
+        event: JSON = {
+            "type": "assistant_thread_started",
+            "assistant_thread": {
+                "user_id": user,
+                "context": {"channel_id": None, "team_id": self.team_id, "enterprise_id": None},
+                "channel_id": channel,
+                "thread_ts": thread_ts,
+            },
+            "event_ts": self.next_ts(),
+        }
+        return self.envelope(event)
+
     def build_url_verification(self, challenge: str = "fake-challenge") -> JSON:
         return {"token": self.verification_token, "challenge": challenge, "type": "url_verification"}
 
@@ -1919,6 +1933,14 @@ class SlackDriver:
         )
         self._record(channel, envelope)
         return await self.send_event(envelope, **opts)
+
+    async def assistant_thread_started(self, user: str, **opts: Unpack[SendOptions]) -> tuple[str, str, DriverReply]:
+        """The user opens a new assistant thread; returns (DM channel, thread_ts, the bot's HTTP answer)."""
+        if self.fake is None:
+            raise RuntimeError("assistant threads need the fake workspace")
+        channel, thread_ts = self.fake.open_assistant_thread(user)
+        sent = await self.send_event(self.build_assistant_thread_started(user, channel, thread_ts), **opts)
+        return channel, thread_ts, sent
 
     async def app_home_opened(self, user: str, **opts: Unpack[SendOptions]) -> DriverReply:
         return await self.send_event(self.build_app_home_opened(user), **opts)
