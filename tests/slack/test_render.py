@@ -474,7 +474,11 @@ def test_manifest_routes_everything_to_the_adapter() -> None:
         "message.groups",
         "message.im",
         "app_home_opened",
+        "assistant_thread_started",
+        "assistant_thread_context_changed",
     }
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
     assert {"chat:write", "commands", "users:read", "usergroups:read", "app_mentions:read"} <= scopes
+    assert {"assistant:write", "im:history"} <= scopes  # the assistant container and its messages
+    assert manifest["features"]["assistant_view"]["assistant_description"]
     assert manifest["features"]["app_home"]["home_tab_enabled"] is True
