@@ -20,6 +20,7 @@ from core.domain import Conversation, ThreadKey
 from core.settings import Settings
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_slack import FakeSlack, SlackDriver, find_buttons, serve_web_app
+from tests.support.fake_slack_socket import FakeSocketMode, SocketDriver
 from tests.support.runtime import runtime_for, until_idle
 
 SECRET = "e2e-signing-secret-0123456789"
@@ -116,12 +117,16 @@ def block_text(message: dict[str, Any]) -> str:
 
 
 @asynccontextmanager
-async def running_bot(slack: FakeSlack, claude: FakeAnthropic, settings: Settings, db: Path) -> AsyncIterator[Bot]:
+async def running_bot(
+    slack: FakeSlack, claude: FakeAnthropic, settings: Settings, db: Path, *, socket: FakeSocketMode | None = None
+) -> AsyncIterator[Bot]:
+    """The bot in HTTP mode (signed requests to its events URL), or in Socket Mode over `socket`."""
     env = Environment(
         anthropic_api_key="sk-ant-test",
         anthropic_base_url=claude.base_url,
         slack_bot_token=slack.token,
-        slack_signing_secret=SECRET,
+        slack_signing_secret=None if socket else SECRET,
+        slack_app_token=socket.app_token if socket else None,
         slack_api_url=slack.api_url,
     )
     async with runtime_for(env, settings, claude, db) as runtime:
@@ -130,9 +135,26 @@ async def running_bot(slack: FakeSlack, claude: FakeAnthropic, settings: Setting
         app.add_routes(adapter.routes())
         async with serve_web_app(app) as base_url:
             await adapter.start()
-            bot = Bot(slack, claude, SlackDriver(SECRET, f"{base_url}/slack/events", fake=slack), runtime)
+            driver: SlackDriver
+            if socket is not None:
+                await socket.wait_connected()
+                driver = SocketDriver(socket)
+            else:
+                driver = SlackDriver(SECRET, f"{base_url}/slack/events", fake=slack)
+            bot = Bot(slack, claude, driver, runtime)
             try:
                 yield bot
             finally:
                 await bot.idle()
                 await adapter.stop()
+
+
+def populate(fake: FakeSlack) -> None:
+    """The workspace every Slack test starts from."""
+    fake.add_channel(CHANNEL, "general")
+    fake.add_user(ALICE, "alice", display_name="Alice")
+    fake.add_user(BOB, "bob", display_name="Bob")
+    fake.add_user(MOD, "mod")
+    fake.add_user(GROUP_MOD, "groupmod")
+    fake.add_user(ADMIN, "admin", is_admin=True)
+    fake.add_usergroup(MODS_GROUP, "mods", [GROUP_MOD])
