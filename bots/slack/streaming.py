@@ -65,11 +65,6 @@ class StreamedReply:
             return self._fallback.draft_ts
         return self._stream.ts if self._stream is not None else None
 
-    @property
-    def streamed(self) -> bool:
-        """True while the answer goes by Slack's streaming methods (False once it fell back)."""
-        return self._fallback is None
-
     # -- while the model writes ----------------------------------------------------------------------
 
     async def on_text(self, text: str) -> None:

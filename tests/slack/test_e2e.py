@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bots.slack.commands import RESTARTING
+from bots.slack.conversations import INTERRUPTED
 from bots.slack.render import (
     ACTION_CONFIRM_END,
     ACTION_CONFIRM_KEEP,
@@ -453,6 +454,9 @@ async def test_lastresort_run_answers_slack_and_stops_cleanly(
         assert await process.terminate(timeout=30) == 0
     logs = process.output()
     assert len(slack.bot_messages(CHANNEL, ts)) == 1  # exactly one reply to the mention pair
+    # Streamed, and finished with the feedback buttons under it.
+    (stop,) = slack.calls_to("chat.stopStream")
+    assert [b["type"] for b in stop["blocks"]] == ["context_actions"]
     for secret in (SECRET, slack.token, "sk-ant-process-test-key"):
         assert secret not in logs
     assert "hello from a process" not in logs  # no message text in the logs
@@ -466,3 +470,20 @@ async def test_a_bare_mention_starts_a_conversation_that_the_thread_continues(bo
     await bot.say("what is a good name for a boat?", root)
     (reply,) = await bot.answered(root)
     assert "what is a good name for a boat?" in reply["text"]
+
+
+async def test_a_stream_cut_short_by_shutdown_leaves_a_note_instead_of_half_an_answer(
+    bot: Bot, slack: FakeSlack
+) -> None:
+    bot.claude.chunk_delay = 0.3
+    bot.claude.push(Reply.text("A long answer that a restart cuts in the middle. " * 20))
+    root = await bot.mention("question")
+    (streaming,) = await slack.wait_for_async(lambda: bot.replies(root), timeout=10, what="the stream")
+    assert slack.is_streaming(CHANNEL, streaming["ts"])
+    bot.runtime.work.close()
+    await bot.runtime.work.cancel_running(2)
+
+    (note,) = bot.replies(root)
+    assert note["ts"] == streaming["ts"] and note["text"] == INTERRUPTED
+    assert "restart cuts" not in block_text(note)
+    assert not slack.is_streaming(CHANNEL, note["ts"])  # stopped, not left spinning
