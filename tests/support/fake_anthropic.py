@@ -817,8 +817,10 @@ class FakeAnthropic:
         self, request: web.Request, record: RecordedRequest, body: Any, parse_failed: bool
     ) -> web.StreamResponse:
         headers = record.headers
+        bearer = headers.get("authorization", "")
+        key = headers.get("x-api-key") or (bearer[7:].strip() if bearer.lower().startswith("bearer ") else None)
         with self._lock:
-            rejected = headers.get("x-api-key") in self._rejected_keys
+            rejected = key in self._rejected_keys
         if rejected:
             return self._error_response(record, 401, "authentication_error", "invalid x-api-key")
         if request.path.startswith("/v1/models/") and request.method == "GET":
