@@ -16,8 +16,6 @@ from typing import Any, NoReturn
 from bots import operator_commands
 from bots.environment import BadEnvironmentError, Environment
 from bots.logging_setup import configure_logging
-from bots.runtime import open_runtime
-from bots.terminal.chat import TerminalChat
 from core.settings import ConfigError, Settings, load_settings
 from core.storage.errors import StoreUnavailableError
 
@@ -50,6 +48,10 @@ def _load(*, need_model: bool = True) -> tuple[Environment, Settings]:
 
 
 async def _chat(env: Environment, settings: Settings) -> int:
+    # Imported here: the model SDK alone takes seconds to import, which `stats` or `--help` never need.
+    from bots.runtime import open_runtime
+    from bots.terminal.chat import TerminalChat
+
     log_note = _terminal_logging(env)
     async with open_runtime(env, settings) as runtime:
         return await TerminalChat(runtime.service, log_note=log_note).run()
