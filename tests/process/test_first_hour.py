@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.bot_process import BotProcess
+from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.fake_discord import FakeDiscord
+from tests.support.fake_slack import FakeSlack, SlackDriver
 from tests.support.paths import REPO
 
 LASTRESORT = Path(sys.executable).parent / "lastresort"
@@ -199,3 +203,42 @@ def test_the_repository_config_is_not_needed_from_another_directory(tmp_path: Pa
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "lastresort.db").exists()
     assert REPO not in Path(tmp_path).parents
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Logs of a running bot
+# --------------------------------------------------------------------------------------------------------------
+
+
+async def test_a_running_bot_logs_its_events_with_fields_and_no_library_noise(tmp_path: Path) -> None:
+    secret = "first-hour-signing-secret"
+    with FakeAnthropic() as claude, FakeSlack() as slack, FakeDiscord() as discord:
+        slack.add_channel("C0FIRST", "first")
+        slack.add_user("U0ADA", "ada")
+        env = {
+            "SLACK_BOT_TOKEN": slack.token,
+            "SLACK_SIGNING_SECRET": secret,
+            "SLACK_API_URL": slack.api_url,
+            "DISCORD_TOKEN": discord.token,
+            "DISCORD_API_URL": discord.api_url,
+            "DISCORD_GATEWAY_URL": discord.gateway_url,
+            "ANTHROPIC_API_KEY": "sk-ant-first-hour",
+            "ANTHROPIC_BASE_URL": claude.base_url,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'run.db'}",
+            "LOG_LEVEL": "INFO",
+            "LOG_FORMAT": "text",
+        }
+        async with BotProcess(env, log_path=tmp_path / "run.log") as bot:
+            await discord.wait_for(lambda: any(s.connected for s in discord.sessions), 20, what="a session")
+            driver = SlackDriver(secret, f"{bot.url}/slack/events", fake=slack)
+            sent = (await driver.post_mention("C0FIRST", "U0ADA", "hello there"))[0]
+            thread = str(sent.payload["event"]["ts"])
+            await slack.wait_for_async(lambda: slack.bot_messages("C0FIRST", thread), timeout=20)
+            assert await bot.terminate() == 0
+        output = bot.output()
+    for noise in ("HTTP Request", "will be unused", "PyNaCl", "davey", "Traceback"):
+        assert noise not in output, (noise, output)
+    [reply] = [line for line in output.splitlines() if "model reply" in line]
+    # LOG_FORMAT=text keeps the fields that the JSON lines carry.
+    assert " INFO core.claude_client: model reply " in reply
+    assert "output_tokens=" in reply and "stop_reason=end_turn" in reply and "request_id=" in reply
