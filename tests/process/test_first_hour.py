@@ -242,3 +242,9 @@ async def test_a_running_bot_logs_its_events_with_fields_and_no_library_noise(tm
     # LOG_FORMAT=text keeps the fields that the JSON lines carry.
     assert " INFO core.claude_client: model reply " in reply
     assert "output_tokens=" in reply and "stop_reason=end_turn" in reply and "request_id=" in reply
+
+
+def test_from_the_repository_the_config_directory_is_read_without_the_variable(tmp_path: Path) -> None:
+    result = lastresort("check", env={"DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}, cwd=REPO)
+    [line] = [line for line in result.stdout.splitlines() if "Configuration:" in line]
+    assert line.startswith("ok") and "config/lastresort.yaml is valid" in line
