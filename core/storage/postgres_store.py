@@ -246,6 +246,13 @@ class PostgresStore:
                         await conn.execute(statement)
                     await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
 
+    async def schema_versions(self) -> tuple[int, int]:
+        latest = max(version for version, _ in MIGRATIONS)
+        async with self.pool.acquire() as conn:
+            if await conn.fetchval("SELECT to_regclass('schema_version')") is None:
+                return 0, latest
+            return int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version")), latest
+
     async def ping(self) -> None:
         pool = self.pool
         try:

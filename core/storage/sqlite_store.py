@@ -202,6 +202,14 @@ class SqliteStore:
     async def ping(self) -> None:
         await self._one("SELECT 1")
 
+    async def schema_versions(self) -> tuple[int, int]:
+        latest = max(version for version, _ in MIGRATIONS)
+        table = await self._one("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'")
+        if table is None:
+            return 0, latest
+        row = await self._one("SELECT MAX(version) FROM schema_version")
+        return (int(row[0]) if row and row[0] is not None else 0), latest
+
     # -- conversations -------------------------------------------------------------------------------
 
     async def get_or_create_conversation(self, *, key: ThreadKey, owner_id: str) -> Conversation:

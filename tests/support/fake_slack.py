@@ -50,6 +50,19 @@ BOT_ID = "BBOT"
 BOT_NAME = "lastresort"
 APP_ID = "A0001"
 DEFAULT_TOKEN = "xoxb-fake-bot-token"
+# What an app installed from config/slack-manifest.yaml is granted (set `scopes` to take some away).
+GRANTED_SCOPES = (
+    "app_mentions:read",
+    "channels:history",
+    "groups:history",
+    "im:history",
+    "mpim:history",
+    "chat:write",
+    "commands",
+    "users:read",
+    "usergroups:read",
+    "im:write",
+)
 
 # Slack rejects more than 50 blocks per message and more than 3000 characters in a section's text;
 # a bot streaming long model output into blocks must hit these in tests, not in production.
@@ -214,6 +227,8 @@ class FakeSlack:
         self.bot_user_id = BOT_USER_ID
         self.bot_id = BOT_ID
         self.app_id = APP_ID
+        # Reported in the x-oauth-scopes header, as Slack does for a token's granted scopes.
+        self.scopes: tuple[str, ...] = GRANTED_SCOPES
         # One re-entrant lock guards the whole world; the condition wakes `wait_for` on every change.
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
@@ -968,6 +983,8 @@ class FakeSlack:
                 # Applied before any delay: a slow reply still changes the world immediately.
                 try:
                     status, headers, answer = 200, {}, self._dispatch_locked(method, params, token)
+                    if answer.get("ok"):
+                        headers["x-oauth-scopes"] = ",".join(self.scopes)
                 except Exception as exc:
                     # A bug in the fake must not pass for a Slack outage: record it for `errors`.
                     self._errors.append(f"{method}: {exc!r}")

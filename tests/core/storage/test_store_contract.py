@@ -740,6 +740,19 @@ async def test_migrate_twice_keeps_data(store: OpenableStore) -> None:
     assert await store.get_conversation(conversation.id) == conversation
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_schema_versions_read_an_empty_database_without_creating_the_schema(
+    backend: str, tmp_path: Path, clock: ManualClock
+) -> None:
+    latest = max(version for version, _ in MIGRATIONS)
+    async with opener_for(backend, tmp_path, clock) as opener:
+        store = await opener.open(migrate=False)
+        assert await store.schema_versions() == (0, latest)
+        assert await store.schema_versions() == (0, latest)  # looking created nothing
+        await store.migrate()
+        assert await store.schema_versions() == (latest, latest)
+
+
 async def test_state_survives_restart(store: OpenableStore, store_opener: StoreOpener) -> None:
     conversation = await new_conversation(store)
     await store.add_message(text(conversation.id, "remember me", platform_message_id="m1"))
