@@ -43,8 +43,9 @@ async def database_url(backend: str, tmp: Path) -> AsyncIterator[str]:
 
 
 def answers(slack: FakeSlack) -> int:
-    """Posts in threads: a short answer is posted once, whole (drafts appear only for long ones)."""
-    return sum(1 for params in slack.calls_to("chat.postMessage") if params.get("thread_ts"))
+    """Finished answers: streams stopped (how answers go out), and posts in threads (the fallback)."""
+    posted = sum(1 for params in slack.calls_to("chat.postMessage") if params.get("thread_ts"))
+    return posted + len(slack.calls_to("chat.stopStream"))
 
 
 async def until(condition: Callable[[], bool], *, timeout: float) -> None:  # noqa: ASYNC109
@@ -55,13 +56,13 @@ async def until(condition: Callable[[], bool], *, timeout: float) -> None:  # no
 
 
 def reply_times(slack: FakeSlack) -> dict[str, float]:
-    """When each thread's last reply call arrived: its draft post or the final update of that draft."""
+    """When each thread's last reply call arrived: the stream's stop (or post, or update of that post)."""
     done: dict[str, float] = {}
     for call in slack.calls:
         thread = None
-        if call.method == "chat.postMessage":
+        if call.method in ("chat.postMessage", "chat.startStream"):
             thread = call.params.get("thread_ts")
-        elif call.method == "chat.update":
+        elif call.method in ("chat.update", "chat.appendStream", "chat.stopStream"):
             updated = slack.message(CHANNEL, str(call.params.get("ts")))
             thread = updated.get("thread_ts") if updated else None
         if thread:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import anthropic
@@ -46,6 +47,14 @@ class _Relay:
             await self._listener.tool_use_started()
 
 
+def error_type(exc: anthropic.APIStatusError) -> str:
+    """The API's own name for an error (`overloaded_error`): a mid-stream error event arrives as HTTP 200."""
+    body = exc.body
+    error = body.get("error") if isinstance(body, dict) else None
+    kind = error.get("type") if isinstance(error, dict) else None
+    return kind if isinstance(kind, str) and kind else f"HTTP {exc.status_code}"
+
+
 class ClaudeClient:
     def __init__(
         self,
@@ -83,20 +92,24 @@ class ClaudeClient:
             except anthropic.APIStatusError as exc:
                 # An `error` event inside a 200 stream arrives as status 200; the SDK does not retry it.
                 mid_stream = relay.streamed or exc.status_code == 200
+                reason = error_type(exc)
                 if mid_stream and attempt < MID_STREAM_RETRIES:
                     attempt += 1
                     log.warning(
-                        "model stream failed mid-way; retrying",
-                        extra={"status": exc.status_code, "attempt": attempt, "request_id": exc.request_id},
+                        "model stream failed mid-way (%s); retrying",
+                        reason,
+                        extra={"error": reason, "attempt": attempt, "request_id": exc.request_id},
                     )
                     await asyncio.sleep(0.5 * 2**attempt)
                     continue
+                where = "mid-stream" if mid_stream else f"HTTP {exc.status_code}"
                 log.warning(
-                    "model request failed: HTTP %s",
-                    exc.status_code,
-                    extra={"status": exc.status_code, "request_id": exc.request_id},
+                    "model request failed: %s (%s)",
+                    reason,
+                    where,
+                    extra={"error": reason, "status": exc.status_code, "request_id": exc.request_id},
                 )
-                raise ModelUnavailableError(f"the model API answered {exc.status_code}") from exc
+                raise ModelUnavailableError(f"the model API answered {reason}") from exc
             except anthropic.APIError as exc:
                 log.warning("model request failed: %s", type(exc).__name__, extra={"error": type(exc).__name__})
                 raise ModelUnavailableError(type(exc).__name__) from exc
@@ -151,3 +164,29 @@ class ClaudeClient:
             usage=usage,
             request_id=request_id,
         )
+
+    async def look_up_models(self, names: Sequence[str]) -> dict[str, str | None]:
+        """Each model's display name, or None where the API knows no such model (`lastresort check`).
+        Raises ModelUnavailableError, with the API's reason, when it cannot be asked at all."""
+        found: dict[str, str | None] = {}
+        for name in names:
+            try:
+                info = await self._client.models.retrieve(name)
+            except anthropic.NotFoundError:
+                found[name] = None
+            except anthropic.AuthenticationError as exc:
+                raise ModelUnavailableError(f"the API key was rejected ({error_type(exc)}: {_message(exc)})") from exc
+            except anthropic.APIStatusError as exc:
+                raise ModelUnavailableError(f"HTTP {exc.status_code} {error_type(exc)}: {_message(exc)}") from exc
+            except anthropic.APIConnectionError as exc:
+                raise ModelUnavailableError(f"cannot reach the API: {type(exc).__name__}: {exc}") from exc
+            else:
+                found[name] = info.display_name
+        return found
+
+
+def _message(exc: anthropic.APIStatusError) -> str:
+    body = exc.body
+    error = body.get("error") if isinstance(body, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    return message if isinstance(message, str) and message else exc.message

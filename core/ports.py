@@ -19,6 +19,7 @@ from core.domain import (
     RecordedWarning,
     StoredMessage,
     ThreadKey,
+    VoteCounts,
 )
 
 # Receives the reply's text so far while it streams; adapters throttle their own updates.
@@ -149,6 +150,16 @@ class EventDeduplicator(Protocol):
         ...
 
 
+class AnswerVoteStore(Protocol):
+    async def record_answer_vote(self, *, conversation_id: int, answer_id: str, voter_id: str, helpful: bool) -> bool:
+        """One vote per person and answer: a new vote replaces theirs. True if it was new or changed."""
+        ...
+
+    async def answer_votes(self, *, since: datetime) -> VoteCounts:
+        """Votes as they stand, of those cast (or last changed) since `since`."""
+        ...
+
+
 class LeaseStore(Protocol):
     async def acquire_lease(self, *, name: str, holder: str, ttl_seconds: float) -> bool: ...
     async def release_lease(self, *, name: str, holder: str) -> None: ...
@@ -188,6 +199,7 @@ class Store(
     ConfirmationStore,
     AuditLog,
     EventDeduplicator,
+    AnswerVoteStore,
     LeaseStore,
     PrivacyStore,
     UsageStore,
@@ -199,3 +211,6 @@ class Store(
     async def migrate(self) -> None: ...
     async def close(self) -> None: ...
     async def ping(self) -> None: ...
+    async def schema_versions(self) -> tuple[int, int]:
+        """(the schema version applied, the newest this code knows), reading only: 0 for an empty database."""
+        ...

@@ -1,16 +1,96 @@
-"""Operator configuration: YAML validated at start-up into frozen settings.
+"""Operator configuration: every default lives here, in code; a YAML file only overrides some of them.
 
-Secrets never live here; they come from the environment (see `bots/environment.py`).
-A broken file fails fast with the file, the key and the reason (`ConfigError`).
+No file, an empty file and a partial file all work. Secrets never live here; they come from the environment
+(see `bots/environment.py`). A broken file fails fast with one line naming the file, the key and the reason
+(`ConfigError`). The default system prompt ships inside the package, so the bot runs from any directory.
 """
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_SYSTEM_PROMPT_RESOURCE = "default_system_prompt.md"
+
+# Phrases matched case-insensitively on whole words (core/risk_guard.py). A false positive only keeps the
+# bot talking, so the list errs towards firing. A file's `lexicon` replaces only the categories it names.
+DEFAULT_LEXICON: dict[str, tuple[str, ...]] = {
+    "self_harm": (
+        "kill myself",
+        "killing myself",
+        "end my life",
+        "ending my life",
+        "take my own life",
+        "suicide",
+        "suicidal",
+        "want to die",
+        "wanna die",
+        "better off dead",
+        "hurt myself",
+        "hurting myself",
+        "harm myself",
+        "self harm",
+        "self-harm",
+        "cut myself",
+        "cutting myself",
+        "overdose",
+        "overdosed",
+        "overdosing",
+        "self harming",
+        "harming myself",
+        "no reason to live",
+        "can't go on",
+        "cant go on",
+        "cannot go on",
+        "suicidarme",
+        "quitarme la vida",
+        "quiero morir",
+        "hacerme daño",
+        "me suicider",
+        "me tuer",
+        "envie de mourir",
+        "me faire du mal",
+        "mich umbringen",
+        "selbstmord",
+        "nicht mehr leben",
+        "mir etwas antun",
+    ),
+    "crisis": (
+        "panic attack",
+        "nervous breakdown",
+        "mental breakdown",
+        "can't take it anymore",
+        "cannot take it anymore",
+        "no way out",
+        "hopeless",
+        "hopelessness",
+        "in crisis",
+        "mental health crisis",
+    ),
+    "harm_to_others": (
+        "kill him",
+        "kill her",
+        "kill them",
+        "kill you",
+        "kill everyone",
+        "shoot up",
+        "going to hurt someone",
+        "going to hurt him",
+        "going to hurt her",
+        "going to hurt them",
+        "want to hurt someone",
+        "make them pay",
+        "bring a gun",
+        "voy a matar",
+        "je vais tuer",
+        "ich bringe ihn um",
+        "ich werde ihn umbringen",
+    ),
+}
 
 
 class _Frozen(BaseModel):
@@ -42,19 +122,27 @@ class RiskGuardSettings(_Frozen):
         "You can reach a local crisis line or emergency services at any time; "
         "findahelpline.com lists free, confidential services by country."
     )
-    # Category -> phrases. Matching is case-insensitive on whole words; see core/risk_guard.py.
-    # Required: a missing lexicon would silently switch the guard off.
-    lexicon: dict[str, tuple[str, ...]]
+    # Category -> phrases. A file that names some categories replaces those and keeps the other defaults,
+    # so a partial lexicon can never silently drop self_harm; an empty list removes a category.
+    lexicon: dict[str, tuple[str, ...]] = Field(default_factory=lambda: dict(DEFAULT_LEXICON))
+
+    @field_validator("lexicon", mode="before")
+    @classmethod
+    def _over_the_defaults(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {**DEFAULT_LEXICON, **value}
+        return value
 
     @field_validator("lexicon")
     @classmethod
     def _phrases_not_blank(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-        if not any(value.values()):
+        kept = {category: phrases for category, phrases in value.items() if phrases}
+        if not kept:
             raise ValueError("list at least one phrase; without a lexicon the risk guard cannot fire")
-        for category, phrases in value.items():
+        for category, phrases in kept.items():
             if any(not p.strip() for p in phrases):
                 raise ValueError(f"category {category!r} has an empty phrase")
-        return value
+        return kept
 
 
 class LimitSettings(_Frozen):
@@ -118,7 +206,7 @@ class BudgetSettings(_Frozen):
 class Settings(_Frozen):
     model: ModelSettings = ModelSettings()
     rules: RuleSettings = RuleSettings()
-    risk_guard: RiskGuardSettings  # required: the guard must never be silently off
+    risk_guard: RiskGuardSettings = RiskGuardSettings()
     limits: LimitSettings = LimitSettings()
     notices: NoticeSettings = NoticeSettings()
     moderators: ModeratorSettings = ModeratorSettings()
@@ -126,8 +214,9 @@ class Settings(_Frozen):
     retention: RetentionSettings = RetentionSettings()
     budgets: BudgetSettings = BudgetSettings()
     recovery: RecoverySettings = RecoverySettings()
-    system_prompt_file: str = "system_prompt.md"
-    # Filled from system_prompt_file at load time so the running bot never touches the disk for it.
+    # Relative to the configuration file; unset means the prompt shipped inside the package.
+    system_prompt_file: str | None = None
+    # Filled at load time so the running bot never touches the disk for it.
     system_prompt: str = ""
 
 
@@ -136,19 +225,34 @@ class ConfigError(Exception):
 
 
 def _describe(error: ValidationError, path: Path) -> str:
-    lines = [f"{path}: invalid configuration"]
+    """One line: the file, then each bad key and why (usually there is only one)."""
+    problems = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        lines.append(f"  {key}: {item['msg']}")
-    return "\n".join(lines)
+        problems.append(f"{key}: {item['msg']}")
+    return f"{path}: " + "; ".join(problems)
 
 
-def load_settings(path: Path) -> Settings:
-    """Read and validate the YAML file at `path` and the system prompt it names."""
+def _read_text(path: Path, *, what: str) -> str:
     try:
-        raw_text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{what}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); save it as UTF-8"
+        ) from exc
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read configuration: {exc.strerror or exc}") from exc
+        raise ConfigError(f"{what}: cannot read: {exc.strerror or exc}") from exc
+
+
+def default_system_prompt() -> str:
+    return resources.files("core").joinpath(DEFAULT_SYSTEM_PROMPT_RESOURCE).read_text(encoding="utf-8").strip()
+
+
+def load_settings(path: Path | None) -> Settings:
+    """Validate the YAML file at `path` over the defaults (no file: the defaults), and read the system prompt."""
+    if path is None:
+        return Settings(system_prompt=default_system_prompt())
+    raw_text = _read_text(path, what=f"{path}")
     try:
         raw: Any = yaml.safe_load(raw_text)
     except yaml.YAMLError as exc:
@@ -163,15 +267,16 @@ def load_settings(path: Path) -> Settings:
         raise ConfigError(f"{path}: (top level): expected a mapping of settings, got {type(raw).__name__}")
     if "system_prompt" in raw:
         raise ConfigError(f"{path}: system_prompt: set system_prompt_file instead (a path to a text file)")
+    # `risk_guard:` with nothing under it is YAML null: the same as leaving the section out.
+    raw = {key: value for key, value in raw.items() if not (value is None and key in Settings.model_fields)}
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from exc
+    if settings.system_prompt_file is None:
+        return settings.model_copy(update={"system_prompt": default_system_prompt()})
     prompt_path = (path.parent / settings.system_prompt_file).resolve()
-    try:
-        prompt = prompt_path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"{path}: system_prompt_file: cannot read {prompt_path}: {exc.strerror or exc}") from exc
+    prompt = _read_text(prompt_path, what=f"{path}: system_prompt_file: {prompt_path}").strip()
     if not prompt:
         raise ConfigError(f"{path}: system_prompt_file: {prompt_path} is empty")
     return settings.model_copy(update={"system_prompt": prompt})

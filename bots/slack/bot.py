@@ -35,6 +35,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots.environment import Environment
 from bots.recovery import RecoveryLoop
 from bots.runtime import Runtime
+from bots.slack.assistant import EditsPassAssistant, SlackAssistant
 from bots.slack.buttons import Click, SlackButtons, click_from
 from bots.slack.commands import RESTARTING, SlashCommands
 from bots.slack.conversations import SlackConversations
@@ -43,6 +44,7 @@ from bots.slack.http import Installation, events_handler
 from bots.slack.inbound import PLATFORM, SlackMessage, user_edit, user_message
 from bots.slack.moderators import SlackModerators
 from bots.slack.render import (
+    ACTION_ANSWER_FEEDBACK,
     ACTION_CONFIRM_END,
     ACTION_CONFIRM_KEEP,
     ACTION_FEEDBACK_HELPFUL,
@@ -51,6 +53,7 @@ from bots.slack.render import (
 )
 from bots.slack.replies import DEFAULT_UPDATE_INTERVAL
 from bots.slack.users import UserNames
+from bots.slack.votes import answer_vote
 from core.outcomes import Outcome
 from core.service import Received
 from core.work_tracker import ShuttingDownError
@@ -127,6 +130,7 @@ class SlackAdapter:
         self._buttons = SlackButtons(self._client, service=service, conversations=self._conversations)
         self._commands = SlashCommands(self._client, service=service, moderators=moderators)
         self._home = SlackHome(self._client, service=service, moderators=moderators)
+        self._assistant = SlackAssistant(self._client, service=service)
         self._recovery = RecoveryLoop(
             service=service,
             work=runtime.work,
@@ -189,6 +193,7 @@ class SlackAdapter:
         workspace and app this is, so that the edge can refuse requests for any other."""
         try:
             auth = await self._client.auth_test()
+            self._conversations.team_id = str(auth.get("team_id") or "") or None
         except SlackApiError as exc:
             error = str(exc.response.get("error"))
             if error in TOKEN_REJECTED:
@@ -234,7 +239,16 @@ class SlackAdapter:
     def _register(self) -> None:
         app = self._app
         app.middleware(self._refuse_while_draining)
+        # Before the assistant's middleware: its threads' messages are stored before the ack too.
         app.middleware(self._take_in)
+        # The assistant container (Agents & AI Apps): after the draining check, before the listeners.
+        assistant = EditsPassAssistant()
+        assistant.thread_started(self._on_assistant_thread_started)
+        # Thread context (the channel the user is looking at) is not used; Bolt's default would store it
+        # by editing our messages' metadata.
+        assistant.thread_context_changed(self._on_assistant_context_changed)
+        assistant.user_message(self._on_assistant_message)
+        app.assistant(assistant)
         app.event("app_mention")(self._on_app_mention)
         # Registered before the plain message listener: Bolt runs the first listener that matches.
         app.event({"type": "message", "subtype": "message_changed"})(self._on_edit)
@@ -248,6 +262,7 @@ class SlackAdapter:
         app.action(ACTION_FEEDBACK_HELPFUL)(self._on_feedback)
         app.action(ACTION_FEEDBACK_UNHELPFUL)(self._on_feedback)
         app.action(ACTION_NEW_CONVERSATION)(self._on_new_conversation)
+        app.action(ACTION_ANSWER_FEEDBACK)(self._on_answer_vote)
 
     async def _refuse_while_draining(
         self, body: dict[str, Any], next: Callable[[], Awaitable[None]]
@@ -354,6 +369,26 @@ class SlackAdapter:
         event_id = str(body.get("event_id") or "")
         await self._run("edit", lambda: self._conversations.on_edit(edit, event_id=event_id))
 
+    async def _on_assistant_thread_started(self, event: dict[str, Any]) -> None:
+        await self._run("assistant thread", lambda: self._assistant.thread_started(event))
+
+    async def _on_assistant_context_changed(self) -> None:
+        return None
+
+    async def _on_assistant_message(
+        self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
+    ) -> None:
+        message = user_message(event, context.bot_user_id, addressed=False)
+        taken: Received | Outcome | None = context.get(TAKEN)
+        if message is None or taken is None:
+            return
+        redelivered = bool(context.get(RETRY))
+
+        async def answer() -> None:
+            await self._conversations.answer(message, taken, redelivered=redelivered)
+
+        await self._run("assistant message", lambda: self._assistant.answering(message, answer))
+
     async def _on_home_opened(self, event: dict[str, Any]) -> None:
         user = event.get("user")
         if event.get("tab", "home") != "home" or not isinstance(user, str):
@@ -415,6 +450,12 @@ class SlackAdapter:
         self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
     ) -> None:
         await self._on_button(ack, body, action, respond, self._buttons.new_conversation)
+
+    async def _on_answer_vote(
+        self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
+    ) -> None:
+        service = self._runtime.service
+        await self._on_button(ack, body, action, respond, lambda click: answer_vote(service, click))
 
 
 def _text(value: object) -> str | None:

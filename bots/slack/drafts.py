@@ -17,7 +17,7 @@ from typing import Protocol
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.slack.replies import ThreadReply
+from bots.slack.streaming import StreamedReply
 from core.domain import Draft
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class DraftKeeper:
         self,
         client: AsyncWebClient,
         store: DraftStore,
-        writer: ThreadReply,
+        writer: StreamedReply,
         *,
         conversation_id: int,
         message_id: int,

@@ -33,7 +33,9 @@ FORM = "application/x-www-form-urlencoded"
 # Slack's own rule: a request more than five minutes off is a replay.
 MAX_CLOCK_SKEW_SECONDS = 300
 # The events the adapter acts on; every other event type is acknowledged and dropped here.
-HANDLED_EVENTS = frozenset({"message", "app_mention", "app_home_opened"})
+HANDLED_EVENTS = frozenset(
+    {"message", "app_mention", "app_home_opened", "assistant_thread_started", "assistant_thread_context_changed"}
+)
 # The workspace took the app (or its bot token) away: no more calls to Slack for it.
 REVOKING_EVENTS = frozenset({"app_uninstalled", "tokens_revoked"})
 

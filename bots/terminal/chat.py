@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import sys
+import threading
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -32,7 +33,10 @@ from core.ports import TextSink
 from core.service import BranchSource, ConversationService, InboundMessage, feedback_text
 
 PLATFORM = "terminal"
-HELP = "Commands: /new starts a new conversation, /edit N text branches from your N-th message, /quit exits."
+HELP = (
+    "Commands: /new starts a new conversation, /edit N text branches from your N-th message, "
+    "/feedback good|bad rates this conversation, /help shows this, /quit (or Ctrl-D, Ctrl-C) exits."
+)
 ENDED_HINT = "Type /new to start a new conversation, or /edit N text to branch from your N-th message."
 YES = {"y", "yes"}
 WITHDRAWN = "[withdrawn: the text above was not Claude's final answer]"
@@ -60,21 +64,47 @@ class TerminalChat:
         stdin: TextIO | None = None,
         stdout: TextIO | None = None,
         user: str | None = None,
+        log_note: str = "",
     ) -> None:
         self._service = service
+        self._log_note = log_note
         self._in = stdin or sys.stdin
         self._out = stdout or sys.stdout
         self._user = user or getpass.getuser()
         self._stream = self._out.isatty()
         self._shown = ""  # what the current answer has streamed so far (TTY only)
+        self._lines: asyncio.Queue[str | None] | None = None
 
     def _print(self, text: str = "") -> None:
         self._out.write(text + "\n")
         self._out.flush()
 
     async def _read_line(self) -> str | None:
-        line = await asyncio.to_thread(self._in.readline)
-        return None if line == "" else line.rstrip("\r\n")
+        if self._lines is None:
+            self._lines = asyncio.Queue()
+            self._start_reader(self._lines)
+        line = await self._lines.get()
+        return None if line is None else line.rstrip("\r\n")
+
+    def _start_reader(self, lines: asyncio.Queue[str | None]) -> None:
+        """Read stdin on a daemon thread of our own: a blocked read must never hold up Ctrl-C or the exit
+        (a read on asyncio's default executor would: the loop waits for that executor when it closes)."""
+        loop = asyncio.get_running_loop()
+
+        def read() -> None:
+            while True:
+                try:
+                    line = self._in.readline()
+                except (OSError, ValueError):
+                    line = ""
+                try:
+                    loop.call_soon_threadsafe(lines.put_nowait, line or None)
+                except RuntimeError:  # the loop is closed: the chat is over
+                    return
+                if not line:
+                    return
+
+        threading.Thread(target=read, name="terminal-stdin", daemon=True).start()
 
     def _key(self, number: int) -> ThreadKey:
         return ThreadKey(PLATFORM, self._user, str(number))
@@ -87,6 +117,8 @@ class TerminalChat:
         number = max(await self._latest_number(), 1)
         state = _State(self._key(number))
         self._print(f"Last Resort terminal chat, conversation {number}. {HELP}")
+        if self._log_note:
+            self._print(self._log_note)
         while (line := await self._read_line()) is not None:
             if state.pending_confirmation is not None:
                 await self._confirm(state, line)
@@ -166,7 +198,7 @@ class TerminalChat:
                 state.last_conversation_id = c.id
                 self._say(text)
                 state.pending_confirmation = cid
-                self._print("End this conversation? [y/N]")
+                self._print(f"{self._service.settings.notices.confirm_question} [y/N]")
             case ConfirmationAnswered(confirmed=True, notice=notice) if notice is not None:
                 self._print(terminal_notice(notice))
             case ConfirmationAnswered(text=text):

@@ -10,7 +10,15 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from core.settings import ConfigError, RiskGuardSettings, RuleSettings, Settings, load_settings
+from core.settings import (
+    DEFAULT_LEXICON,
+    ConfigError,
+    RiskGuardSettings,
+    RuleSettings,
+    Settings,
+    default_system_prompt,
+    load_settings,
+)
 from tests.support.paths import REPO
 
 CONFIG_DIR = REPO / "config"
@@ -74,7 +82,60 @@ def test_minimal_file_gets_the_documented_defaults(tmp_path: Path) -> None:
     settings = load_settings(path)
     assert settings.rules == RuleSettings()
     assert settings.risk_guard.window_messages == 10
-    assert settings.system_prompt_file == "system_prompt.md"
+    assert settings.system_prompt_file is None
+    assert settings.system_prompt == default_system_prompt()
+
+
+def _comparable(settings: Settings) -> dict[str, object]:
+    return settings.model_dump(exclude={"system_prompt_file"})
+
+
+def test_the_shipped_file_only_repeats_the_defaults_in_code() -> None:
+    # "Every key is optional; these are the defaults" stays true: the file and the code never drift apart.
+    assert _comparable(load_settings(SHIPPED)) == _comparable(load_settings(None))
+
+
+def test_the_packaged_system_prompt_is_the_shipped_one() -> None:
+    assert default_system_prompt() == (CONFIG_DIR / "system_prompt.md").read_text(encoding="utf-8").strip()
+    assert default_system_prompt()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("", id="empty-file"),
+        pytest.param("# only a comment\n", id="only-comments"),
+        pytest.param("risk_guard: {}\n", id="empty-risk-guard"),
+        pytest.param("risk_guard:\n", id="null-risk-guard"),
+        pytest.param("risk_guard:\n  lexicon: {}\n", id="empty-lexicon-keeps-the-defaults"),
+        pytest.param("model:\n  max_output_tokens: 512\n", id="partial-file"),
+    ],
+)
+def test_an_empty_or_partial_file_keeps_every_other_default(tmp_path: Path, text: str) -> None:
+    settings = load_settings(write_config(tmp_path, text))
+    defaults = load_settings(None)
+    assert settings.risk_guard == defaults.risk_guard
+    assert settings.risk_guard.lexicon == DEFAULT_LEXICON
+    assert settings.rules == defaults.rules and settings.notices == defaults.notices
+    assert settings.model.max_output_tokens == (512 if "512" in text else 1024)
+    assert settings.system_prompt == default_system_prompt()
+
+
+def test_no_file_at_all_is_the_defaults_with_the_packaged_prompt() -> None:
+    settings = load_settings(None)
+    assert settings.risk_guard.lexicon == DEFAULT_LEXICON
+    assert {"self_harm", "crisis", "harm_to_others"} <= set(settings.risk_guard.lexicon)
+    assert settings.system_prompt == default_system_prompt()
+
+
+def test_a_partial_lexicon_replaces_only_the_categories_it_names(tmp_path: Path) -> None:
+    # Naming one category must never switch the guard off for the others (self_harm above all).
+    text = "risk_guard:\n  lexicon:\n    crisis: [meltdown]\n    harm_to_others: []\n    spam_rage: [grr]\n"
+    lexicon = load_settings(write_config(tmp_path, text)).risk_guard.lexicon
+    assert lexicon["crisis"] == ("meltdown",)
+    assert lexicon["self_harm"] == DEFAULT_LEXICON["self_harm"]
+    assert lexicon["spam_rage"] == ("grr",)
+    assert "harm_to_others" not in lexicon  # an empty list removes a category on purpose
 
 
 def test_settings_are_frozen() -> None:
@@ -166,7 +227,8 @@ INVALID = [
         id="unknown-nested-key-typo",
     ),
     pytest.param(
-        "system_prompt_file: system_prompt.md\nrisk_guard:\n  lexicon:\n    self_harm: []\n    crisis: []\n",
+        "system_prompt_file: system_prompt.md\nrisk_guard:\n  lexicon:\n"
+        "    self_harm: []\n    crisis: []\n    harm_to_others: []\n",
         "risk_guard.lexicon",
         "at least one phrase",
         id="lexicon-with-no-phrases",
@@ -177,19 +239,9 @@ INVALID = [
         "empty phrase",
         id="lexicon-blank-phrase",
     ),
-    pytest.param(
-        "risk_guard:\n  window_messages: 10\n",
-        "risk_guard.lexicon",
-        "Field required",
-        id="risk-guard-without-lexicon",
-    ),
-    pytest.param(
-        "rules:\n  min_redirects_before_warning: 2\n",
-        "risk_guard",
-        "Field required",
-        id="missing-risk-guard-section",
-    ),
-    pytest.param("", "risk_guard", "Field required", id="empty-file-has-no-risk-guard"),
+    pytest.param("risk_guard:\n  lexicon: [suicide]\n", "risk_guard.lexicon", "dictionary", id="lexicon-a-list"),
+    pytest.param("model: claude\n", "model", "ModelSettings", id="section-not-a-mapping"),
+    pytest.param("limits:\n  max_message_chars: 5\n", "limits.max_message_chars", "greater than or equal", id="range"),
     pytest.param("- just\n- a list\n", "(top level)", "mapping", id="top-level-not-a-mapping"),
     pytest.param(
         SHIPPED_TEXT + "\nsystem_prompt: inline prompt\n",
@@ -207,13 +259,21 @@ def test_invalid_config_names_file_key_and_reason(tmp_path: Path, text: str, key
     assert str(path) in message
     assert key in message
     assert reason in message
+    assert "\n" not in message  # one line
 
 
-def test_empty_lexicon_mapping_is_refused_by_name(tmp_path: Path) -> None:
-    text = "risk_guard:\n  lexicon: {}\n"
-    message = load_error(write_config(tmp_path, text))
-    assert "risk_guard.lexicon" in message
-    assert "at least one phrase" in message
+def test_a_file_that_is_not_utf8_is_named_with_the_reason(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "")
+    path.write_bytes("notices:\n  empty: Caf\u00e9?\n".encode("latin-1"))
+    message = load_error(path)
+    assert str(path) in message and "not UTF-8" in message and "0xe9" in message
+
+
+def test_a_system_prompt_that_is_not_utf8_is_named_with_the_setting(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "system_prompt_file: prompt.md\n")
+    (tmp_path / "prompt.md").write_bytes(b"Be kind \xff\n")
+    message = load_error(path)
+    assert "system_prompt_file" in message and "prompt.md" in message and "not UTF-8" in message
 
 
 def test_wrong_type_error_names_only_the_bad_key(tmp_path: Path) -> None:

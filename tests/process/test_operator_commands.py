@@ -6,39 +6,213 @@ import io
 import json
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bots.logging_setup import configure_logging
-from bots.operator_commands import daily_rows, render_stats
+from bots.operator_commands import SLACK_SCOPES, daily_rows, render_stats
 from core.domain import AuditEvent, NewMessage, Role, ThreadKey
 from core.settings import Settings
 from core.storage.sqlite_store import SqliteStore
+from tests.support.bot_process import free_port
+from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.fake_discord import FakeDiscord
+from tests.support.fake_slack import GRANTED_SCOPES, FakeSlack
 from tests.support.paths import REPO
 from tests.support.stores import ManualClock
 
+# The console script pip installs: what an operator types.
+LASTRESORT = Path(sys.executable).parent / "lastresort"
 
-def lastresort(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    base = {"PATH": os.environ.get("PATH", ""), "LASTRESORT_CONFIG": str(REPO / "config" / "lastresort.yaml")}
+
+def lastresort(
+    *args: str, env: dict[str, str], cwd: Path = REPO, config: bool = True
+) -> subprocess.CompletedProcess[str]:
+    base = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")}
+    if config:
+        base["LASTRESORT_CONFIG"] = str(REPO / "config" / "lastresort.yaml")
     return subprocess.run(
-        [sys.executable, "-m", "bots.cli", *args],
+        [str(LASTRESORT), *args],
         capture_output=True,
         text=True,
-        cwd=REPO,
+        cwd=cwd,
         env={**base, **env},
+        stdin=subprocess.DEVNULL,
         timeout=60,
         check=False,
     )
 
 
-def test_check_passes_with_everything_set(tmp_path: Path) -> None:
-    result = lastresort("check", env={"ANTHROPIC_API_KEY": "sk-ant-x", "DATABASE_URL": f"sqlite:///{tmp_path}/a.db"})
+def lines_about(result: subprocess.CompletedProcess[str], what: str) -> list[str]:
+    return [line for line in result.stdout.splitlines() if line[5:].startswith(f"{what}:")]
+
+
+@pytest.fixture
+def services() -> Iterator[tuple[FakeAnthropic, FakeSlack, FakeDiscord]]:
+    with FakeAnthropic() as claude, FakeSlack() as slack, FakeDiscord() as discord:
+        yield claude, slack, discord
+
+
+def service_env(claude: FakeAnthropic, slack: FakeSlack, discord: FakeDiscord, db: Path) -> dict[str, str]:
+    return {
+        "ANTHROPIC_API_KEY": "sk-ant-check",
+        "ANTHROPIC_BASE_URL": claude.base_url,
+        "SLACK_BOT_TOKEN": slack.token,
+        "SLACK_SIGNING_SECRET": "signing-secret-for-check",
+        "SLACK_API_URL": slack.api_url,
+        "DISCORD_TOKEN": discord.token,
+        "DISCORD_API_URL": discord.api_url,
+        "DATABASE_URL": f"sqlite:///{db}",
+    }
+
+
+Services = tuple[FakeAnthropic, FakeSlack, FakeDiscord]
+
+
+def test_check_asks_every_service_and_says_what_each_answered(tmp_path: Path, services: Services) -> None:
+    claude, slack, discord = services
+    db = tmp_path / "a.db"
+    assert lastresort("migrate", env={"DATABASE_URL": f"sqlite:///{db}"}).returncode == 0
+    result = lastresort("check", env=service_env(claude, slack, discord, db))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "BAD" not in result.stdout
+    [slack_line] = lines_about(result, "Slack")
+    assert "Fake Workspace" in slack_line and slack.team_id in slack_line and slack.bot_user_id in slack_line
+    assert "all 10" in lines_about(result, "Slack scopes")[0]
+    [discord_line] = lines_about(result, "Discord")
+    assert str(discord.bot_user_id) in discord_line
+    assert "Message Content is enabled" in lines_about(result, "Discord intents")[0]
+    assert "accepted ANTHROPIC_API_KEY" in lines_about(result, "Anthropic")[0]
+    assert "Claude Opus 4.1" in lines_about(result, "Model claude-opus-4-1")[0]
+    assert "schema version 1, up to date" in lines_about(result, "DATABASE_URL")[0]
+    # It really asked: one request each, with the credentials it was given.
+    assert [r.path for r in claude.requests] == ["/v1/models/claude-opus-4-1"]
+    assert "sk-ant-check" in claude.requests[0].headers["authorization"]
+    assert [c.method for c in slack.calls] == ["auth.test"]
+    assert [(c.method, c.path) for c in discord.calls] == [("GET", "/users/@me"), ("GET", "/applications/@me")]
+    assert "signing-secret-for-check" not in result.stdout + result.stderr
+
+
+def test_check_reports_a_rejected_slack_token(tmp_path: Path, services: Services) -> None:
+    claude, slack, discord = services
+    env = {**service_env(claude, slack, discord, tmp_path / "a.db"), "SLACK_BOT_TOKEN": "xoxb-123"}
+    result = lastresort("check", env=env)
+    assert result.returncode == 2
+    [line] = lines_about(result, "Slack")
+    assert line.startswith("BAD") and "invalid_auth" in line and "SLACK_BOT_TOKEN was rejected" in line
+    assert "xoxb-123" not in result.stdout
+
+
+def test_check_names_the_scopes_the_slack_token_lacks(tmp_path: Path, services: Services) -> None:
+    claude, slack, discord = services
+    slack.scopes = tuple(s for s in slack.scopes if s not in ("im:write", "usergroups:read"))
+    result = lastresort("check", env=service_env(claude, slack, discord, tmp_path / "a.db"))
+    assert result.returncode == 2
+    [line] = lines_about(result, "Slack scopes")
+    assert line.startswith("BAD") and "usergroups:read, im:write" in line
+    assert lines_about(result, "Slack")[0].startswith("ok")
+
+
+def test_check_reports_a_rejected_discord_token(tmp_path: Path, services: Services) -> None:
+    claude, slack, discord = services
+    env = {**service_env(claude, slack, discord, tmp_path / "a.db"), "DISCORD_TOKEN": "made.up.token"}
+    result = lastresort("check", env=env)
+    assert result.returncode == 2
+    [line] = lines_about(result, "Discord")
+    assert line.startswith("BAD") and "401" in line and "DISCORD_TOKEN was rejected" in line
+
+
+def test_check_reports_the_message_content_intent_switched_off(tmp_path: Path) -> None:
+    with FakeAnthropic() as claude, FakeSlack() as slack, FakeDiscord(allowed_privileged_intents=0) as discord:
+        result = lastresort("check", env=service_env(claude, slack, discord, tmp_path / "a.db"))
+    assert result.returncode == 2
+    [line] = lines_about(result, "Discord intents")
+    assert line.startswith("BAD") and "Message Content is off" in line and "Developer Portal" in line
+
+
+def test_check_reports_a_rejected_api_key(tmp_path: Path, services: Services) -> None:
+    claude, slack, discord = services
+    claude.reject_key("sk-ant-check")
+    result = lastresort("check", env=service_env(claude, slack, discord, tmp_path / "a.db"))
+    assert result.returncode == 2
+    [line] = lines_about(result, "Anthropic")
+    assert line.startswith("BAD") and "API key was rejected" in line and "authentication_error" in line
+
+
+def test_check_reports_a_configured_model_the_api_does_not_know(tmp_path: Path, services: Services) -> None:
+    claude, slack, discord = services
+    config = tmp_path / "lastresort.yaml"
+    config.write_text("model:\n  name: claude-imaginary-9\n", encoding="utf-8")
+    env = {**service_env(claude, slack, discord, tmp_path / "a.db"), "LASTRESORT_CONFIG": str(config)}
+    result = lastresort("check", env=env)
+    assert result.returncode == 2
+    [line] = lines_about(result, "Model claude-imaginary-9")
+    assert line.startswith("BAD") and "no such model" in line
+
+
+def test_check_reports_unreachable_services_quickly(tmp_path: Path) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    env = {
+        "ANTHROPIC_API_KEY": "sk-ant-x",
+        "ANTHROPIC_BASE_URL": closed,
+        "SLACK_BOT_TOKEN": "xoxb-123",
+        "SLACK_SIGNING_SECRET": "s",
+        "SLACK_API_URL": f"{closed}/api/",
+        "DISCORD_TOKEN": "t",
+        "DISCORD_API_URL": f"{closed}/api/v10",
+        "DATABASE_URL": f"sqlite:///{tmp_path}/a.db",
+    }
+    result = lastresort("check", env=env)
+    assert result.returncode == 2
+    for what in ("Anthropic", "Slack", "Discord"):
+        [line] = lines_about(result, what)
+        assert line.startswith("BAD") and ("cannot reach" in line), line
+
+
+def test_check_works_from_outside_the_repository_and_creates_nothing(tmp_path: Path, services: Services) -> None:
+    claude, slack, discord = services
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = service_env(claude, slack, discord, Path("unused.db"))
+    del env["DATABASE_URL"]  # the default: ./lastresort.db, which check must not create
+    result = lastresort("check", env=env, cwd=elsewhere, config=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "the built-in defaults" in lines_about(result, "Configuration")[0]
+    assert "does not exist yet" in lines_about(result, "DATABASE_URL")[0]
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_check_on_a_database_that_was_never_migrated_names_the_pending_migrations(tmp_path: Path) -> None:
+    db = tmp_path / "empty.db"
+    sqlite3.connect(db).close()
+    result = lastresort("check", env={"DATABASE_URL": f"sqlite:///{db}"})
+    [line] = lines_about(result, "DATABASE_URL")
+    assert line.startswith("ok") and "schema version 0, pending 1" in line
+
+
+def test_check_passes_with_everything_set(tmp_path: Path, fake_anthropic: FakeAnthropic) -> None:
+    env = {
+        "ANTHROPIC_API_KEY": "sk-ant-x",
+        "ANTHROPIC_BASE_URL": fake_anthropic.base_url,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/a.db",
+    }
+    result = lastresort("check", env=env)
     assert result.returncode == 0, result.stdout
     assert "BAD" not in result.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_slack_scopes_check_asks_for_what_the_manifest_asks_for() -> None:
+    manifest = yaml.safe_load((REPO / "config" / "slack-manifest.yaml").read_text(encoding="utf-8"))
+    assert list(SLACK_SCOPES) == manifest["oauth_config"]["scopes"]["bot"]
+    assert list(SLACK_SCOPES) == list(GRANTED_SCOPES)
 
 
 def test_check_names_a_missing_token_and_a_bad_database_url(tmp_path: Path) -> None:

@@ -56,6 +56,13 @@ MAX_CACHE_BREAKPOINTS = 4
 # The real API looks for an earlier cache entry at every block boundary up to about 20 blocks before each
 # breakpoint, which is what makes "move the breakpoint to the newest message each turn" hit the cache.
 CACHE_LOOKBACK_BLOCKS = 20
+# What GET /v1/models/{id} knows by default: ids and aliases, each with its display name.
+KNOWN_MODELS: dict[str, str] = {
+    "claude-opus-4-1": "Claude Opus 4.1",
+    "claude-opus-4-1-20250805": "Claude Opus 4.1",
+    "claude-sonnet-4-5": "Claude Sonnet 4.5",
+    "claude-haiku-4-5": "Claude Haiku 4.5",
+}
 
 _ERROR_STATUS: dict[str, int] = {
     "invalid_request_error": 400,
@@ -556,6 +563,9 @@ class FakeAnthropic:
         self._stopping: asyncio.Event | None = None
         self._port: int | None = None
         self._startup_error: BaseException | None = None
+        # GET /v1/models/{id} answers these (id or alias -> display name); keys here get 401.
+        self._models: dict[str, str] = dict(KNOWN_MODELS)
+        self._rejected_keys: set[str] = set()
 
     # ---- lifecycle
 
@@ -610,6 +620,16 @@ class FakeAnthropic:
         return f"http://{self._host}:{self.port}"
 
     # ---- scripting
+
+    def reject_key(self, api_key: str) -> None:
+        """Answer every request made with this key 401 authentication_error, as for a revoked key."""
+        with self._lock:
+            self._rejected_keys.add(api_key)
+
+    def set_models(self, models: Mapping[str, str]) -> None:
+        """The models GET /v1/models/{id} knows (id -> display name); others are 404 not_found_error."""
+        with self._lock:
+            self._models = dict(models)
 
     def push(self, *replies: Reply) -> None:
         """Queue replies for the next /v1/messages requests, first in first out."""
@@ -796,6 +816,15 @@ class FakeAnthropic:
     async def _dispatch(
         self, request: web.Request, record: RecordedRequest, body: Any, parse_failed: bool
     ) -> web.StreamResponse:
+        headers = record.headers
+        bearer = headers.get("authorization", "")
+        key = headers.get("x-api-key") or (bearer[7:].strip() if bearer.lower().startswith("bearer ") else None)
+        with self._lock:
+            rejected = key in self._rejected_keys
+        if rejected:
+            return self._error_response(record, 401, "authentication_error", "invalid x-api-key")
+        if request.path.startswith("/v1/models/") and request.method == "GET":
+            return self._model_info(record, request.path.removeprefix("/v1/models/"))
         if request.path not in ("/v1/messages", "/v1/messages/count_tokens"):
             return self._error_response(record, 404, "not_found_error", f"Not found: {request.path}")
         if request.method != "POST":
@@ -820,6 +849,16 @@ class FakeAnthropic:
             total = sum(block.tokens for block in _prompt_blocks(body))
             return self._json_response(record, 200, {"input_tokens": total})
         return await self._answer_message(request, record, body)
+
+    def _model_info(self, record: RecordedRequest, model_id: str) -> web.Response:
+        if not record.headers.get("x-api-key") and not record.headers.get("authorization"):
+            return self._error_response(record, 401, "authentication_error", "x-api-key header is required")
+        with self._lock:
+            display_name = self._models.get(model_id)
+        if display_name is None:
+            return self._error_response(record, 404, "not_found_error", f"model: {model_id}")
+        payload = {"type": "model", "id": model_id, "display_name": display_name, "created_at": "2025-08-05T00:00:00Z"}
+        return self._json_response(record, 200, payload)
 
     async def _answer_message(self, request: web.Request, record: RecordedRequest, body: JSON) -> web.StreamResponse:
         reply, delay = self._choose_reply(body)

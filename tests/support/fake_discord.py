@@ -887,6 +887,18 @@ class FakeDiscord:
         )
         return guild
 
+    def _application_flags(self) -> int:
+        """The portal's intent switches as an unverified app (under 100 servers) has them: the _LIMITED bits."""
+        flags = 0
+        for intent, bit in (
+            (Intent.GUILD_PRESENCES, 1 << 13),
+            (Intent.GUILD_MEMBERS, 1 << 15),
+            (Intent.MESSAGE_CONTENT, 1 << 19),
+        ):
+            if self.allowed_privileged_intents & intent:
+                flags |= bit
+        return flags
+
     def _app_json(self) -> JSON:
         return {
             "id": str(self.application_id),
@@ -898,7 +910,7 @@ class FakeDiscord:
             "bot_public": False,
             "bot_require_code_grant": False,
             "verify_key": "0" * 64,
-            "flags": 0,
+            "flags": self._application_flags(),
             "owner": copy.deepcopy(self._users[self.owner_id]),
             "team": None,
             "bot": copy.deepcopy(self._users[self.bot_user_id]),

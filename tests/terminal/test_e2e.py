@@ -146,7 +146,7 @@ def test_risk_guard_blocks_warning_and_ending(fake_anthropic: FakeAnthropic, db:
 def test_user_requested_ending_with_yes(fake_anthropic: FakeAnthropic, db: Path) -> None:
     fake_anthropic.push(END_REQUESTED)
     result = chat(fake_anthropic, db, "please end this conversation", "y", "still there?")
-    assert "End this conversation? [y/N]" in result.stdout
+    assert "End this conversation? This is permanent for this thread. [y/N]" in result.stdout
     assert "This conversation has ended" in result.stdout
     assert "You asked to end this conversation." in result.stdout
     assert "your message was not sent" in result.stdout
@@ -156,7 +156,7 @@ def test_user_requested_ending_with_yes(fake_anthropic: FakeAnthropic, db: Path)
 def test_user_requested_ending_with_no_continues(fake_anthropic: FakeAnthropic, db: Path) -> None:
     fake_anthropic.push(END_REQUESTED, Reply.text("Glad you're staying."))
     result = chat(fake_anthropic, db, "end this", "n", "actually one more question")
-    assert "End this conversation? [y/N]" in result.stdout
+    assert "End this conversation? This is permanent for this thread. [y/N]" in result.stdout
     assert "Okay, the conversation continues." in result.stdout
     assert "has ended" not in result.stdout
     assert "Glad you're staying." in result.stdout
