@@ -22,6 +22,9 @@ from core.domain import Draft
 
 log = logging.getLogger(__name__)
 
+# How often, and for how long, a new draft's ts is looked for once the first text went to the writer.
+WATCH_SECONDS = 0.02
+WATCH_STEPS = 500
 GONE = frozenset({"message_not_found", "cant_delete_message", "channel_not_found"})
 
 
@@ -51,11 +54,22 @@ class DraftKeeper:
         self._message_id = message_id
         self._channel = channel
         self._remembered: str | None = None
+        self._watch: asyncio.Task[None] | None = None
 
     async def on_text(self, text: str) -> None:
-        """The core's TextSink: the writer's, noting the draft's ts once it exists."""
+        """The core's TextSink: the writer's, noting the draft's ts once it exists. The writer posts its
+        draft beside the stream (a stream starts with its first append), so the ts is watched for."""
         await self._writer.on_text(text)
         await self._note()
+        if self._remembered is None and (self._watch is None or self._watch.done()):
+            self._watch = asyncio.create_task(self._watch_for_draft())
+
+    async def _watch_for_draft(self) -> None:
+        for _ in range(WATCH_STEPS):
+            if self._writer.draft_ts is not None:
+                await self._note()
+                return
+            await asyncio.sleep(WATCH_SECONDS)
 
     async def sweep(self) -> None:
         """Remove leftover drafts. Only the thread's holder may call this, before it posts a draft of its own."""
@@ -94,6 +108,8 @@ class DraftKeeper:
 
     async def done(self) -> None:
         """The final posts are in place (or the draft was removed): nothing left to take back."""
+        if self._watch is not None:
+            self._watch.cancel()
         ts = self._remembered
         if ts is None:
             return

@@ -438,6 +438,7 @@ async def test_drafts_left_by_a_killed_process_are_gone_once_recovery_answers(
             threads.append(str(sent.payload["event"]["ts"]))
         # Every thread shows half an answer, streaming.
         await slack.wait_for_async(lambda: all(any("Part 2" in t for t in bot_texts(th)) for th in threads), timeout=20)
+        await asyncio.sleep(0.5)  # a draft is remembered moments after Slack takes it; the kill comes after
         doomed.kill()
         await doomed.process.wait() if doomed.process else None
     assert all(not any("Part 29" in t for t in bot_texts(th)) for th in threads)  # cut off mid-answer
