@@ -54,6 +54,8 @@ class Environment:
     port: int | None = None
     log_level: str = "INFO"
     log_format: str = "json"
+    # `make bench` reads statements and transactions per message from /metrics; off in production.
+    count_statements: bool = False
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Environment:
@@ -78,6 +80,7 @@ class Environment:
             port=_int(env, "PORT"),
             log_level=(text("LOG_LEVEL") or "INFO").upper(),
             log_format=(text("LOG_FORMAT") or "json").lower(),
+            count_statements=text("LASTRESORT_COUNT_STATEMENTS") == "1",
         )
 
     @property

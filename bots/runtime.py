@@ -89,7 +89,7 @@ async def open_runtime(
     clock = SystemClock()
     model = build_model_client(env, settings)
     try:
-        store = await open_store(env.database_url, clock=clock)
+        store = await open_store(env.database_url, clock=clock, count_statements=env.count_statements)
         try:
             used_metrics = metrics or NullMetrics()
             service, locks = build_service(

@@ -17,6 +17,7 @@ from bots.prometheus_metrics import PrometheusMetrics
 from bots.runtime import EXIT_START_FAILED, Runtime, open_runtime
 from bots.web import health_routes
 from core.settings import Settings
+from core.storage.statement_counter import StatementCounter
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,9 @@ async def run_adapters(env: Environment, settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runtime.shutdown.request, f"signal {sig.name}")
+        counter = getattr(runtime.store, "statement_counter", None)
+        if isinstance(counter, StatementCounter):
+            metrics.watch_statements(counter)
         adapters = build_adapters(runtime)
         app = web.Application()
         app.add_routes(health_routes(metrics))

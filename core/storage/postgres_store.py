@@ -37,6 +37,7 @@ from core.domain import (
 from core.ports import Clock
 from core.storage import rows
 from core.storage.errors import StoreUnavailableError
+from core.storage.statement_counter import StatementCounter
 from core.storage.urls import redact_url
 
 # The stubs make the proxy generic; the runtime class is not subscriptable, hence the string.
@@ -149,14 +150,21 @@ class PostgresStore:
         max_size: int = 10,
         server_settings: Mapping[str, str] | None = None,
         connect_timeout: float = 10.0,
+        count_statements: bool = False,
     ) -> None:
         self._url = database_url
+        self.statement_counter = StatementCounter() if count_statements else None
         self._clock = clock
         self._min_size = min_size
         self._max_size = max_size
         self._server_settings = dict(server_settings) if server_settings else None
         self._connect_timeout = connect_timeout
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
+
+    async def _init_connection(self, conn: asyncpg.Connection[asyncpg.Record]) -> None:
+        counter = self.statement_counter
+        if counter is not None:
+            conn.add_query_logger(lambda query: counter.saw(query.query, conn))
 
     def _describe(self) -> str:
         return _scrub(redact_url(self._url), _secrets(self._url))
@@ -171,6 +179,7 @@ class PostgresStore:
                 max_size=self._max_size,
                 timeout=self._connect_timeout,
                 server_settings=self._server_settings,
+                init=self._init_connection if self.statement_counter is not None else None,
             )
         except Exception as exc:
             secrets = _secrets(self._url)

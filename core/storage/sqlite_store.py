@@ -32,6 +32,7 @@ from core.domain import (
 from core.ports import Clock
 from core.storage import rows
 from core.storage.errors import StoreUnavailableError
+from core.storage.statement_counter import StatementCounter
 
 MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (
@@ -100,9 +101,10 @@ def sqlite_path(database_url: str) -> Path:
 
 
 class SqliteStore:
-    def __init__(self, path: Path, *, clock: Clock) -> None:
+    def __init__(self, path: Path, *, clock: Clock, count_statements: bool = False) -> None:
         self._path = path
         self._clock = clock
+        self.statement_counter = StatementCounter() if count_statements else None
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
         self._claims = 0
@@ -120,6 +122,8 @@ class SqliteStore:
             await db.execute("PRAGMA busy_timeout=10000")
             await db.execute("PRAGMA foreign_keys=ON")
             await db.execute("PRAGMA synchronous=NORMAL")
+            if self.statement_counter is not None:
+                await db.set_trace_callback(self.statement_counter.saw)
         except sqlite3.Error as exc:
             await db.close()
             raise StoreUnavailableError(f"cannot use SQLite database {self._path}: {exc}") from exc
