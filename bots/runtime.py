@@ -89,6 +89,7 @@ async def open_runtime(
     clock = SystemClock()
     model = build_model_client(env, settings)
     try:
+        await model.warm_up()
         store = await open_store(env.database_url, clock=clock, count_statements=env.count_statements)
         try:
             used_metrics = metrics or NullMetrics()
