@@ -149,6 +149,10 @@ class EventDeduplicator(Protocol):
 
 
 class LeaseStore(Protocol):
+    # True where several instances may share the database (PostgreSQL): only then are leases needed.
+    @property
+    def multi_instance(self) -> bool: ...
+
     async def acquire_lease(self, *, name: str, holder: str, ttl_seconds: float) -> bool: ...
     async def release_lease(self, *, name: str, holder: str) -> None: ...
 

@@ -141,6 +141,9 @@ FORGOTTEN = rows.FORGOTTEN
 
 
 class PostgresStore:
+    # Several instances share the database: threads are serialized across them with leases.
+    multi_instance = True
+
     def __init__(
         self,
         database_url: str,

@@ -1,8 +1,10 @@
 """The embedded default store on aiosqlite: WAL, a busy timeout, and schema migrations in code.
 
 One connection serves the process; an asyncio lock keeps one coroutine's transaction from interleaving
-with another's on that connection. Several processes on one file work too (BEGIN IMMEDIATE plus the busy
-timeout), but PostgreSQL is how Last Resort runs as several instances.
+with another's on that connection. The file belongs to one `lastresort run` process: threads are
+serialized in that process, without lease rows (`multi_instance`), so two bots on one file could answer a
+thread twice. PostgreSQL is how Last Resort runs as several instances. (One-off operator commands on the
+same file are fine: BEGIN IMMEDIATE plus the busy timeout keep their writes apart.)
 """
 
 from __future__ import annotations
@@ -101,6 +103,9 @@ def sqlite_path(database_url: str) -> Path:
 
 
 class SqliteStore:
+    # One process per database file: threads are serialized in-process, without lease rows.
+    multi_instance = False
+
     def __init__(self, path: Path, *, clock: Clock, count_statements: bool = False) -> None:
         self._path = path
         self._clock = clock
