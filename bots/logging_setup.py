@@ -55,5 +55,5 @@ def configure_logging(*, level: str, fmt: str, secrets: Iterable[str], stream: T
     root.handlers[:] = [handler]
     root.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
     # The SDKs log request bodies (message text) at DEBUG; keep them at WARNING unless asked.
-    for noisy in ("httpx", "httpcore", "anthropic", "slack_bolt", "slack_sdk", "discord", "aiohttp.access"):
+    for noisy in ("httpx", "httpx2", "httpcore", "anthropic", "slack_bolt", "slack_sdk", "discord", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -101,6 +102,9 @@ async def run_adapters(env: Environment, settings: Settings) -> int:
                     runtime.shutdown.request(f"{adapter.name} could not start", exit_code=EXIT_START_FAILED)
                     break
                 log.info("adapter started", extra={"adapter": adapter.name})
+            # What start-up built (modules, SDK schemas, settings) lives as long as the process: out of the
+            # collector's sight, a full collection no longer walks it and stalls the loop for 100+ ms.
+            gc.freeze()
             await runtime.shutdown.event.wait()
             log.info("shutting down: no new work, finishing replies in flight", extra={"why": runtime.shutdown.reason})
             await _drain(runtime)
