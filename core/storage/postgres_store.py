@@ -103,6 +103,8 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
 
 # Event ids only need remembering for as long as a platform may redeliver (Slack retries for minutes).
 SEEN_EVENT_SECONDS = 24 * 3600
+# Forgetting old event ids is housekeeping: done on one claim in this many, not on every one.
+PRUNE_EVERY_CLAIMS = 500
 
 # First key of the two-key advisory lock that serializes migrations; the second is the schema's hash, so
 # separate schemas in one database migrate independently.
@@ -140,6 +142,12 @@ def _utc(value: datetime) -> datetime:
 FORGOTTEN = rows.FORGOTTEN
 
 
+async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """The pool's reset on release, without its query: the store never leaves session state behind (no SET,
+    LISTEN, cursors or session advisory locks; transactions are always closed, which asyncpg checks anyway),
+    so the default `RESET ALL; UNLISTEN *; ...` round trip on every release bought nothing."""
+
+
 class PostgresStore:
     # Several instances share the database: threads are serialized across them with leases.
     multi_instance = True
@@ -163,6 +171,7 @@ class PostgresStore:
         self._server_settings = dict(server_settings) if server_settings else None
         self._connect_timeout = connect_timeout
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
+        self._claims = 0
 
     async def _init_connection(self, conn: asyncpg.Connection[asyncpg.Record]) -> None:
         counter = self.statement_counter
@@ -183,6 +192,7 @@ class PostgresStore:
                 timeout=self._connect_timeout,
                 server_settings=self._server_settings,
                 init=self._init_connection if self.statement_counter is not None else None,
+                reset=_keep_session,
             )
         except Exception as exc:
             secrets = _secrets(self._url)
@@ -568,20 +578,26 @@ class PostgresStore:
     # -- deduplication, leases, usage ---------------------------------------------------------------------
 
     async def claim_event(self, *, source: str, event_id: str) -> bool:
-        async with self._tx() as conn:
-            # SKIP LOCKED: instances pruning at the same moment split the old rows instead of queueing.
-            await conn.execute(
+        self._claims += 1
+        if self._claims % PRUNE_EVERY_CLAIMS == 1:
+            # Housekeeping, not on every claim. SKIP LOCKED: instances pruning at once split the old rows.
+            await self.pool.execute(
                 """DELETE FROM seen_events WHERE (source, event_id) IN (
                        SELECT source, event_id FROM seen_events
                        WHERE seen_at < now() - make_interval(secs => $1) FOR UPDATE SKIP LOCKED)""",
                 float(SEEN_EVENT_SECONDS),
             )
-            row = await conn.fetchrow(
-                """INSERT INTO seen_events (source, event_id, seen_at) VALUES ($1, $2, now())
-                   ON CONFLICT DO NOTHING RETURNING event_id""",
-                source,
-                event_id,
-            )
+        # One statement, its own transaction. An id last seen more than a day ago counts as new, pruned yet
+        # or not; of two instances claiming one id at once, the second waits on the row and gets nothing.
+        row = await self.pool.fetchrow(
+            """INSERT INTO seen_events (source, event_id, seen_at) VALUES ($1, $2, now())
+               ON CONFLICT (source, event_id) DO UPDATE SET seen_at = excluded.seen_at
+               WHERE seen_events.seen_at < now() - make_interval(secs => $3)
+               RETURNING event_id""",
+            source,
+            event_id,
+            float(SEEN_EVENT_SECONDS),
+        )
         return row is not None
 
     async def acquire_lease(self, *, name: str, holder: str, ttl_seconds: float) -> bool:
