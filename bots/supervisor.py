@@ -28,6 +28,7 @@ DEFAULT_SLACK_PORT = 3000
 ADMISSION_GRACE_SECONDS = 0.5
 CANCEL_SECONDS = 2.0
 RETENTION_SWEEP_SECONDS = 3600.0
+SWITCH_INTERVAL_SECONDS = 0.0005
 
 
 async def retention_sweeps(runtime: Runtime) -> None:
@@ -105,6 +106,10 @@ async def run_adapters(env: Environment, settings: Settings) -> int:
             # What start-up built (modules, SDK schemas, settings) lives as long as the process: out of the
             # collector's sight, a full collection no longer walks it and stalls the loop for 100+ ms.
             gc.freeze()
+            # The database thread (aiosqlite) needs the GIL back after every query; while the loop is busy it
+            # would wait out the whole default 5 ms switch interval each time, capping the store at a few
+            # hundred queries a second under load.
+            sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
             await runtime.shutdown.event.wait()
             log.info("shutting down: no new work, finishing replies in flight", extra={"why": runtime.shutdown.reason})
             await _drain(runtime)
