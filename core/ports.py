@@ -117,6 +117,12 @@ class MessageStore(Protocol):
 class WarningStore(Protocol):
     async def add_warning(self, *, conversation_id: int, after_seq: int, behavior: str) -> RecordedWarning: ...
     async def warnings(self, conversation_id: int) -> list[RecordedWarning]: ...
+    async def turn_state(
+        self, conversation_id: int
+    ) -> tuple[Conversation | None, list[StoredMessage], list[RecordedWarning]]:
+        """The conversation, its messages and its warnings, read together: what one answer starts from,
+        in one round trip instead of three."""
+        ...
 
 
 class ConfirmationStore(Protocol):

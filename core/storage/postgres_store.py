@@ -513,6 +513,22 @@ class PostgresStore:
         found = await self.pool.fetch("SELECT * FROM warnings WHERE conversation_id = $1 ORDER BY id", conversation_id)
         return [rows.warning(r) for r in found]
 
+    async def turn_state(
+        self, conversation_id: int
+    ) -> tuple[Conversation | None, list[StoredMessage], list[RecordedWarning]]:
+        # One connection, one snapshot (REPEATABLE READ, read only): the three reads agree with each other.
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            found = await conn.fetchrow("SELECT * FROM conversations WHERE id = $1", conversation_id)
+            history = await conn.fetch(
+                "SELECT * FROM messages WHERE conversation_id = $1 ORDER BY seq", conversation_id
+            )
+            warned = await conn.fetch("SELECT * FROM warnings WHERE conversation_id = $1 ORDER BY id", conversation_id)
+        return (
+            rows.conversation(found) if found else None,
+            [rows.message(r) for r in history],
+            [rows.warning(r) for r in warned],
+        )
+
     async def add_confirmation(self, *, conversation_id: int, owner_id: str, explanation: str) -> PendingConfirmation:
         row = await self.pool.fetchrow(
             """INSERT INTO confirmations (conversation_id, owner_id, explanation, created_at)

@@ -436,6 +436,27 @@ class SqliteStore:
         found = await self._all("SELECT * FROM warnings WHERE conversation_id = ? ORDER BY id", (conversation_id,))
         return [rows.warning(r) for r in found]
 
+    async def turn_state(
+        self, conversation_id: int
+    ) -> tuple[Conversation | None, list[StoredMessage], list[RecordedWarning]]:
+        def read(db: sqlite3.Connection) -> tuple[sqlite3.Row | None, list[sqlite3.Row], list[sqlite3.Row]]:
+            # One hop; nothing else runs on the connection in between, so the three reads agree.
+            found = db.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+            history = db.execute(
+                "SELECT * FROM messages WHERE conversation_id = ? ORDER BY seq", (conversation_id,)
+            ).fetchall()
+            warned = db.execute(
+                "SELECT * FROM warnings WHERE conversation_id = ? ORDER BY id", (conversation_id,)
+            ).fetchall()
+            return found, history, warned
+
+        found, history, warned = await self._on_thread(read)
+        return (
+            rows.conversation(found) if found else None,
+            [rows.message(r) for r in history],
+            [rows.warning(r) for r in warned],
+        )
+
     async def add_confirmation(self, *, conversation_id: int, owner_id: str, explanation: str) -> PendingConfirmation:
         row = await self._write(
             """INSERT INTO confirmations (conversation_id, owner_id, explanation, created_at)
