@@ -441,7 +441,7 @@ class PostgresStore:
             for locked in sorted({conversation_id, *(r.conversation_id for r in replies)}):
                 await self._lock_conversation(conn, locked)
             # Park later arrivals on negative seqs (never colliding), slot the reply in, move them back.
-            await conn.execute(
+            parked = await conn.execute(
                 "UPDATE messages SET seq = -seq WHERE conversation_id = $1 AND seq > $2", conversation_id, after_seq
             )
             for offset, reply in enumerate(replies, start=1):
@@ -463,11 +463,12 @@ class PostgresStore:
                 if row is None:
                     raise KeyError(conversation_id)
                 stored.append(rows.message(row))
-            await conn.execute(
-                "UPDATE messages SET seq = -seq + $1 WHERE conversation_id = $2 AND seq < 0",
-                len(replies),
-                conversation_id,
-            )
+            if parked != "UPDATE 0":
+                await conn.execute(
+                    "UPDATE messages SET seq = -seq + $1 WHERE conversation_id = $2 AND seq < 0",
+                    len(replies),
+                    conversation_id,
+                )
             await conn.execute(
                 "UPDATE messages SET answered = TRUE WHERE conversation_id = $1 AND seq <= $2 AND NOT answered",
                 conversation_id,
