@@ -79,7 +79,7 @@ class ClaudeClient:
                 messages=({"role": "user", "content": [{"type": "text", "text": "warm-up"}]},),
                 tools=TOOLS,
             )
-            await self._stream_once(request, _Relay(None), client)
+            await self._stream_once(request, _Relay(None), client, log_reply=False)
 
     async def reply(self, request: ModelRequest, listener: StreamListener | None = None) -> ModelReply:
         started = time.monotonic()
@@ -129,7 +129,12 @@ class ClaudeClient:
                 raise ModelUnavailableError(type(exc).__name__) from exc
 
     async def _stream_once(
-        self, request: ModelRequest, relay: _Relay, client: anthropic.AsyncAnthropic | None = None
+        self,
+        request: ModelRequest,
+        relay: _Relay,
+        client: anthropic.AsyncAnthropic | None = None,
+        *,
+        log_reply: bool = True,
     ) -> ModelReply:
         # The raw events, not `messages.stream()`: that helper rebuilds a pydantic snapshot of the whole
         # message on every event, which cost more CPU than the rest of a turn. We keep only what we use.
@@ -151,17 +156,18 @@ class ClaudeClient:
             # The body ended before message_stop: a broken connection, retried like one.
             raise IncompleteStreamError("the model's stream ended before message_stop")
         usage = reply.usage()
-        log.info(
-            "model reply",
-            extra={
-                "request_id": request_id,
-                "stop_reason": reply.stop_reason,
-                "input_tokens": usage.input_tokens,
-                "output_tokens": usage.output_tokens,
-                "cache_read_tokens": usage.cache_read_input_tokens,
-                "cache_write_tokens": usage.cache_creation_input_tokens,
-            },
-        )
+        if log_reply:
+            log.info(
+                "model reply",
+                extra={
+                    "request_id": request_id,
+                    "stop_reason": reply.stop_reason,
+                    "input_tokens": usage.input_tokens,
+                    "output_tokens": usage.output_tokens,
+                    "cache_read_tokens": usage.cache_read_input_tokens,
+                    "cache_write_tokens": usage.cache_creation_input_tokens,
+                },
+            )
         return ModelReply(
             blocks=reply.blocks(),
             stop_reason=str(reply.stop_reason or "end_turn"),
