@@ -11,8 +11,7 @@ install: $(STAMP)
 # Reinstall only when the project definition changes, so repeated `make test` is quick and idempotent.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
 run: install
@@ -32,7 +31,9 @@ PYTEST_WORKERS ?= 4
 unit: install
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal
 
-test: install lint typecheck unit
+# Lint and type checks run beside the tests (output kept per target), so the whole check takes as long as pytest.
+test: install
+	$(MAKE) --no-print-directory -j3 --output-sync=target lint typecheck unit
 
 bench: install
 	$(BIN)/python -m bench
