@@ -94,14 +94,25 @@ class BenchSlack(FakeSlack):
 
     def __init__(self) -> None:
         super().__init__()
-        self.loop: asyncio.AbstractEventLoop | None = None
+        self.bench_loop: asyncio.AbstractEventLoop | None = None
         self.waiting: dict[str, asyncio.Future[float]] = {}
+        self.streams: dict[str, str] = {}  # stream message ts -> its thread
 
     def _dispatch_locked(self, method: str, params: dict[str, Any], token: str | None) -> dict[str, Any]:
         answer = super()._dispatch_locked(method, params, token)
-        thread = params.get("thread_ts")
-        if method == "chat.postMessage" and thread and answer.get("ok") and self.loop is not None:
-            self.loop.call_soon_threadsafe(self._landed, str(thread), time.monotonic())
+        if not answer.get("ok") or self.bench_loop is None:
+            return answer
+        thread = None
+        if method == "chat.postMessage":
+            # The floor's answer, and the product's fallback when Slack refuses a stream.
+            thread = params.get("thread_ts")
+        elif method == "chat.startStream":
+            self.streams[str(answer.get("ts"))] = str(params.get("thread_ts"))
+        elif method == "chat.stopStream":
+            # The product streams its answers: one has landed when its stream stops.
+            thread = self.streams.pop(str(params.get("ts")), None)
+        if thread:
+            self.bench_loop.call_soon_threadsafe(self._landed, str(thread), time.monotonic())
         return answer
 
     def _landed(self, thread: str, at: float) -> None:
@@ -226,7 +237,7 @@ async def one_run(target: str, load: Load) -> Result:
     result = Result(target, load)
     rng = random.Random(11)
     with BenchSlack() as slack, FakeAnthropic() as anthropic, tempfile.TemporaryDirectory() as tmp:
-        slack.loop = asyncio.get_running_loop()
+        slack.bench_loop = asyncio.get_running_loop()
         slack.add_channel(CHANNEL, "bench")
         anthropic.latency = MODEL_LATENCY
         async with (

@@ -146,3 +146,11 @@ class AuditKind(StrEnum):
     FEEDBACK = "feedback"
     FORGOTTEN = "forgotten"
     BUDGET_REACHED = "budget_reached"
+
+
+@dataclass(frozen=True, slots=True)
+class VoteCounts:
+    """Votes people gave answers (👍/👎 under each answer), one per person and answer."""
+
+    helpful: int = 0
+    not_helpful: int = 0

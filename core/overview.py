@@ -17,6 +17,9 @@ class Overview:
     recent_events: list[AuditEvent]
     helpful: int = 0
     not_helpful: int = 0
+    # Votes on answers (👍/👎 under each answer), beside the feedback on endings.
+    answers_helpful: int = 0
+    answers_not_helpful: int = 0
 
     def figures(self) -> list[tuple[str, int]]:
         """The figures moderators see, labelled, in one order: every app shows exactly these."""
@@ -25,6 +28,8 @@ class Overview:
             *counted,
             ("Feedback: ending was right", self.helpful),
             ("Feedback: ending was wrong", self.not_helpful),
+            ("Feedback: answer helpful", self.answers_helpful),
+            ("Feedback: answer not helpful", self.answers_not_helpful),
         ]
 
 

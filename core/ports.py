@@ -18,6 +18,7 @@ from core.domain import (
     RecordedWarning,
     StoredMessage,
     ThreadKey,
+    VoteCounts,
 )
 
 # Receives the reply's text so far while it streams; adapters throttle their own updates.
@@ -154,6 +155,16 @@ class EventDeduplicator(Protocol):
         ...
 
 
+class AnswerVoteStore(Protocol):
+    async def record_answer_vote(self, *, conversation_id: int, answer_id: str, voter_id: str, helpful: bool) -> bool:
+        """One vote per person and answer: a new vote replaces theirs. True if it was new or changed."""
+        ...
+
+    async def answer_votes(self, *, since: datetime) -> VoteCounts:
+        """Votes as they stand, of those cast (or last changed) since `since`."""
+        ...
+
+
 class LeaseStore(Protocol):
     # True where several instances may share the database (PostgreSQL): only then are leases needed.
     @property
@@ -187,6 +198,7 @@ class Store(
     ConfirmationStore,
     AuditLog,
     EventDeduplicator,
+    AnswerVoteStore,
     LeaseStore,
     PrivacyStore,
     UsageStore,

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 FEEDBACK_THANKS = "Thanks, your feedback was recorded."
 FEEDBACK_ALREADY = "You already gave feedback on this conversation; the first answer counts."
+VOTE_THANKS = "Thanks for the feedback on this answer."
+VOTE_SAME = "Your vote on this answer was already recorded."
 
 
 def feedback_text(recorded: bool) -> str:
@@ -409,6 +411,19 @@ class ConversationService:
         )
         return True
 
+    async def record_answer_vote(
+        self, *, conversation_id: int, answer_id: str, voter_id: str, helpful: bool, place: str
+    ) -> str | None:
+        """A 👍/👎 on one answer; one per person, a second click the other way replaces the first. The
+        vote must come from where the conversation lives (`place`): None if it does not (or is gone)."""
+        conversation = await self._store.get_conversation(conversation_id)
+        if conversation is None or conversation.key.place != place:
+            return None
+        changed = await self._store.record_answer_vote(
+            conversation_id=conversation_id, answer_id=answer_id, voter_id=voter_id, helpful=helpful
+        )
+        return VOTE_THANKS if changed else VOTE_SAME
+
     async def forget_user(self, *, platform: str, user_id: str) -> int:
         removed = await self._store.forget_user(platform=platform, user_id=user_id)
         await self._auditor.record(AuditKind.FORGOTTEN, None, "user:forgotten", f"{removed} messages")
@@ -425,8 +440,11 @@ class ConversationService:
             e.reason
             for e in await self._store.events(since=since, kinds=[AuditKind.FEEDBACK.value], limit=FEEDBACK_LIMIT)
         ]
+        votes = await self._store.answer_votes(since=since)
         return Overview(
             days=days,
+            answers_helpful=votes.helpful,
+            answers_not_helpful=votes.not_helpful,
             counts=await self._store.count_events(since=since),
             recent_endings=await self._store.recent_endings(limit=limit),
             recent_events=recent,

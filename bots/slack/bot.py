@@ -31,6 +31,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots.environment import Environment
 from bots.recovery import RecoveryLoop
 from bots.runtime import Runtime
+from bots.slack.assistant import EditsPassAssistant, SlackAssistant
 from bots.slack.buttons import Click, SlackButtons, click_from
 from bots.slack.commands import RESTARTING, SlashCommands
 from bots.slack.conversations import SlackConversations
@@ -39,6 +40,7 @@ from bots.slack.http import events_handler
 from bots.slack.inbound import PLATFORM, user_edit, user_message
 from bots.slack.moderators import SlackModerators
 from bots.slack.render import (
+    ACTION_ANSWER_FEEDBACK,
     ACTION_CONFIRM_END,
     ACTION_CONFIRM_KEEP,
     ACTION_FEEDBACK_HELPFUL,
@@ -47,6 +49,7 @@ from bots.slack.render import (
 )
 from bots.slack.replies import DEFAULT_UPDATE_INTERVAL
 from bots.slack.users import UserNames
+from bots.slack.votes import answer_vote
 from core.work_tracker import ShuttingDownError
 
 log = logging.getLogger(__name__)
@@ -123,6 +126,7 @@ class SlackAdapter:
         self._buttons = SlackButtons(self._client, service=service, conversations=self._conversations)
         self._commands = SlashCommands(self._client, service=service, moderators=moderators)
         self._home = SlackHome(self._client, service=service, moderators=moderators)
+        self._assistant = SlackAssistant(self._client, service=service)
         self._recovery = RecoveryLoop(
             service=service,
             work=runtime.work,
@@ -171,7 +175,8 @@ class SlackAdapter:
     async def _check_token(self) -> None:
         """Fail at start-up on a token Slack rejects, rather than on the first message."""
         try:
-            await self._client.auth_test()
+            identity = await self._client.auth_test()
+            self._conversations.team_id = str(identity.get("team_id") or "") or None
         except SlackApiError as exc:
             error = str(exc.response.get("error"))
             if error in TOKEN_REJECTED:
@@ -183,6 +188,14 @@ class SlackAdapter:
     def _register(self) -> None:
         app = self._app
         app.middleware(self._refuse_while_draining)
+        # The assistant container (Agents & AI Apps): after the draining check, before the listeners.
+        assistant = EditsPassAssistant()
+        assistant.thread_started(self._on_assistant_thread_started)
+        # Thread context (the channel the user is looking at) is not used; Bolt's default would store it
+        # by editing our messages' metadata.
+        assistant.thread_context_changed(self._on_assistant_context_changed)
+        assistant.user_message(self._on_assistant_message)
+        app.assistant(assistant)
         app.event("app_mention")(self._on_app_mention)
         # Registered before the plain message listener: Bolt runs the first listener that matches.
         app.event({"type": "message", "subtype": "message_changed"})(self._on_edit)
@@ -196,6 +209,7 @@ class SlackAdapter:
         app.action(ACTION_FEEDBACK_HELPFUL)(self._on_feedback)
         app.action(ACTION_FEEDBACK_UNHELPFUL)(self._on_feedback)
         app.action(ACTION_NEW_CONVERSATION)(self._on_new_conversation)
+        app.action(ACTION_ANSWER_FEEDBACK)(self._on_answer_vote)
 
     async def _refuse_while_draining(
         self, body: dict[str, Any], next: Callable[[], Awaitable[None]]
@@ -251,6 +265,25 @@ class SlackAdapter:
             return
         event_id = str(body.get("event_id") or "")
         await self._run("edit", lambda: self._conversations.on_edit(edit, event_id=event_id))
+
+    async def _on_assistant_thread_started(self, event: dict[str, Any]) -> None:
+        await self._run("assistant thread", lambda: self._assistant.thread_started(event))
+
+    async def _on_assistant_context_changed(self) -> None:
+        return None
+
+    async def _on_assistant_message(
+        self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
+    ) -> None:
+        message = user_message(event, context.bot_user_id, addressed=False)
+        if message is None:
+            return
+        event_id = str(body.get("event_id") or "")
+
+        async def answer() -> None:
+            await self._conversations.on_message(message, event_id=event_id)
+
+        await self._run("assistant message", lambda: self._assistant.answering(message, answer))
 
     async def _on_home_opened(self, event: dict[str, Any]) -> None:
         user = event.get("user")
@@ -313,3 +346,9 @@ class SlackAdapter:
         self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
     ) -> None:
         await self._on_button(ack, body, action, respond, self._buttons.new_conversation)
+
+    async def _on_answer_vote(
+        self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
+    ) -> None:
+        service = self._runtime.service
+        await self._on_button(ack, body, action, respond, lambda click: answer_vote(service, click))

@@ -13,7 +13,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack.inbound import PLATFORM, SlackEdit, SlackMessage
 from bots.slack.render import branch_starter, fresh_starter, render_outcome, short_notice
-from bots.slack.replies import DEFAULT_UPDATE_INTERVAL, ThreadReply, post, post_ephemeral
+from bots.slack.replies import DEFAULT_UPDATE_INTERVAL, post, post_ephemeral
+from bots.slack.streaming import StreamedReply
 from bots.slack.users import UserNames
 from core.domain import StoredMessage, ThreadKey
 from core.outcomes import AlreadyEnded, Ignored, NotAllowed, Outcome, Rejected
@@ -49,10 +50,17 @@ class SlackConversations:
         self._store = store
         self._names = names
         self._update_interval = update_interval
+        # The workspace the bot is installed in (from auth.test): streams outside DMs name their recipient.
+        self.team_id: str | None = None
 
-    def _writer(self, *, channel: str, thread_ts: str, user: str) -> ThreadReply:
-        return ThreadReply(
-            self._client, channel=channel, thread_ts=thread_ts, user=user, min_interval=self._update_interval
+    def _writer(self, *, channel: str, thread_ts: str, user: str) -> StreamedReply:
+        return StreamedReply(
+            self._client,
+            channel=channel,
+            thread_ts=thread_ts,
+            user=user,
+            team_id=self.team_id,
+            min_interval=self._update_interval,
         )
 
     async def on_message(self, message: SlackMessage, *, event_id: str) -> None:
@@ -78,7 +86,7 @@ class SlackConversations:
         if await self._first_note(outcome, message.platform_message_id):
             await writer.finish(render_outcome(outcome))
 
-    async def _answering(self, writer: ThreadReply, answer: Awaitable[Outcome]) -> Outcome:
+    async def _answering(self, writer: StreamedReply, answer: Awaitable[Outcome]) -> Outcome:
         try:
             return await answer
         except asyncio.CancelledError:

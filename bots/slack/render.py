@@ -1,14 +1,19 @@
 """Core outcomes as Slack messages: pure functions, no I/O.
 
 Two rules hold for everything here:
-- Text from the model (and moderators' reasons) is escaped (`&`, `<`, `>`) and put in `verbatim` text
-  objects, so `<!channel>`, `<!here>`, `<@U…>` or `<!subteam^…>` in it show as text and never ping.
-- Output respects Slack's limits. Slack rejects a `section` whose text exceeds 3,000 characters and a
-  message with more than 50 blocks, and silently truncates `text` past 40,000 characters. We cut model text
-  into sections of at most 3,000 escaped characters (at paragraph, line or word boundaries, keeping code
-  fences balanced) and put at most 10 sections in one message: 30,000 characters of fallback text, below
-  the truncation point, and at most 10 + a few blocks, below the block limit. Longer replies continue in
-  further messages in the same thread.
+- The model writes standard Markdown, and Slack's `markdown` block (and `markdown_text` of the streaming
+  methods) renders it: `**bold**`, headings, lists, tables and code arrive as formatting. Before it goes
+  out, model text is neutralised (`neutralise`): `&`, `<`, `>` are escaped, so `<!channel>`, `<!here>`,
+  `<!everyone>`, `<@U…>`, `<!subteam^…>` and `<url|label>` show as text and never ping or link; a word
+  joiner after every `@` keeps a bare `@here` from becoming a mention, and one after every `]` keeps a
+  Markdown link from hiding where it goes (the URL stays visible). Every rule works character by character,
+  so the neutral form of a prefix is a prefix of the neutral form of the whole: what was streamed stays
+  valid as the answer grows.
+- Output respects Slack's limits. A `markdown` block holds at most 12,000 characters, and all markdown
+  blocks of one message together no more: model text is cut into pieces of at most 12,000 neutralised
+  characters (at paragraph, line or word boundaries, keeping code fences balanced), one message each; longer
+  replies continue in further messages in the same thread. Our own notices keep Block Kit (sections of at
+  most 3,000 characters, `verbatim` where the model's words appear in them).
 """
 
 from __future__ import annotations
@@ -33,10 +38,12 @@ from core.outcomes import (
 )
 
 SECTION_TEXT_LIMIT = 3000
+# Slack's limit for one markdown block, for all markdown blocks of a message together, and for the
+# `markdown_text` of one streaming call.
+MARKDOWN_LIMIT = 12_000
 # An ending explanation is short by contract (1,500 characters at most, 7,500 once escaped in the worst
 # case): three sections always hold it.
 EXPLANATION_SECTIONS = 3
-SECTIONS_PER_MESSAGE = 10
 HEADER_TEXT_LIMIT = 150  # Slack's limit for a header block's plain_text
 CODE_FENCE = "```"
 # Room for a closing and a reopening fence plus one escaped character ("&amp;") per piece.
@@ -47,6 +54,10 @@ ACTION_FEEDBACK_HELPFUL = "lastresort_feedback_helpful"
 ACTION_FEEDBACK_UNHELPFUL = "lastresort_feedback_unhelpful"
 ACTION_CONFIRM_END = "lastresort_confirm_end"
 ACTION_CONFIRM_KEEP = "lastresort_confirm_keep"
+ACTION_ANSWER_FEEDBACK = "lastresort_answer_feedback"
+ANSWER_FEEDBACK_BLOCK_ID = "lastresort_answer_feedback"
+VOTE_GOOD = "good"
+VOTE_BAD = "bad"
 CONFIRM_BLOCK_ID = "lastresort_confirm"
 NOTICE_ACTIONS_BLOCK_ID = "lastresort_after_ending"
 
@@ -65,13 +76,22 @@ REOPENED_NOTE = "🔓 A moderator reopened this conversation. You can continue h
 
 @dataclass(frozen=True, slots=True)
 class SlackPost:
-    """One message: `text` is the fallback Slack shows in notifications and to screen readers."""
+    """One message: `text` is the fallback Slack shows in notifications and to screen readers.
+
+    A message of model text has `markdown`: its body, already neutralised, which is also its first block;
+    the blocks after it (`tail`) are ours. A streamed answer streams the body and attaches the tail when
+    the stream stops."""
 
     text: str
     blocks: tuple[JSON, ...] = ()
+    markdown: str | None = None
 
     def api_blocks(self) -> list[JSON] | None:
         return list(self.blocks) if self.blocks else None
+
+    @property
+    def tail(self) -> tuple[JSON, ...]:
+        return self.blocks[1:] if self.markdown is not None else self.blocks
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +110,21 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+# Characters whose neutral form is longer than themselves (see the module docstring): the invisible word
+# joiner (U+2060) after `@` stops mentions, after `]` it stops `[label](url)` links.
+WORD_JOINER = "\u2060"
+_NEUTRAL = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "@": "@" + WORD_JOINER, "]": "]" + WORD_JOINER})
+
+
+def neutralise(text: str) -> str:
+    """Model text made safe for a markdown block or streamed `markdown_text`: nothing in it can ping,
+    mention or hide a link. Character by character, so prefixes stay prefixes."""
+    return text.translate(_NEUTRAL)
+
+
 def _escaped_length(char: str) -> int:
-    return len(escape(char))
+    # The longest form any of our renderings gives the character (escaping, or neutralising).
+    return len(neutralise(char))
 
 
 # -- splitting --------------------------------------------------------------------------------------
@@ -118,7 +151,8 @@ def _cut_point(text: str, fit: int) -> int:
 
 
 def split_text(text: str, limit: int = SECTION_TEXT_LIMIT) -> list[str]:
-    """Cut raw text into pieces whose *escaped* length is at most `limit`, keeping ``` fences balanced."""
+    """Cut raw text into pieces whose *escaped* (or neutralised) length is at most `limit`, keeping ```
+    fences balanced."""
     if limit < MIN_SPLIT_LIMIT:
         raise ValueError(f"limit must be at least {MIN_SPLIT_LIMIT} characters")
     # Room for a closing fence at the end of a piece and a reopening one at the start of the next.
@@ -182,47 +216,93 @@ def header(text: str) -> JSON:
     return {"type": "header", "text": {"type": "plain_text", "text": text[:HEADER_TEXT_LIMIT], "emoji": True}}
 
 
+def markdown_block(neutral: str) -> JSON:
+    return {"type": "markdown", "text": neutral}
+
+
+def markdown_pieces(text: str) -> list[str]:
+    """Model text as the neutralised bodies of consecutive messages, each within MARKDOWN_LIMIT."""
+    return [neutralise(piece) for piece in split_text(text, MARKDOWN_LIMIT)] if text.strip() else []
+
+
+def stream_text(text: str) -> str:
+    """What a streamed answer shows of the text so far: the neutral form of what its first message will
+    hold, cut to the first half of the limit, where `split_text` never cuts, so the final first message
+    always extends what was streamed."""
+    shown = neutralise(text.strip())
+    if len(shown) <= MARKDOWN_LIMIT // 2:
+        return shown
+    return neutralise(text.strip()[: _fitting_prefix(text.strip(), MARKDOWN_LIMIT // 2)]).rstrip()
+
+
 def text_posts(text: str, tail: Sequence[JSON] = (), tail_fallback: str = "") -> list[SlackPost]:
-    """Model text as sections over as many messages as needed, then `tail` blocks in the last one."""
-    pieces = [escape(piece) for piece in split_text(text)] if text.strip() else []
-    groups = [pieces[i : i + SECTIONS_PER_MESSAGE] for i in range(0, len(pieces), SECTIONS_PER_MESSAGE)]
-    posts = [
-        SlackPost(
-            text="\n\n".join(group),
-            blocks=tuple(section({"type": "mrkdwn", "text": piece, "verbatim": True}) for piece in group),
-        )
-        for group in groups
-    ]
+    """Model text as markdown over as many messages as needed, then `tail` blocks in the last one."""
+    posts = [SlackPost(text=piece, blocks=(markdown_block(piece),), markdown=piece) for piece in markdown_pieces(text)]
     if not tail:
         return posts
     if not posts:
         return [SlackPost(text=tail_fallback, blocks=tuple(tail))]
     last = posts[-1]
-    posts[-1] = SlackPost(text=last.text, blocks=(*last.blocks, *tail))
+    posts[-1] = SlackPost(text=last.text, blocks=(*last.blocks, *tail), markdown=last.markdown)
     return posts
 
 
-def draft_text(text: str) -> str:
-    """The streaming draft: plain escaped text, cut to what one message may show."""
-    limit = SECTION_TEXT_LIMIT * SECTIONS_PER_MESSAGE
-    escaped = escape(text.strip()) or "…"
-    return escaped if len(escaped) <= limit else escaped[: limit - 2].rsplit("&", 1)[0] + " …"
+def answer_feedback(conversation_id: int) -> JSON:
+    """👍/👎 under an answer (Slack's feedback_buttons): the value says which conversation and which way."""
+
+    def choice(label: str, described: str, vote: str) -> JSON:
+        return {
+            "text": {"type": "plain_text", "text": label, "emoji": True},
+            "accessibility_label": described,
+            "value": f"{conversation_id}:{vote}",
+        }
+
+    return {
+        "type": "context_actions",
+        "block_id": ANSWER_FEEDBACK_BLOCK_ID,
+        "elements": [
+            {
+                "type": "feedback_buttons",
+                "action_id": ACTION_ANSWER_FEEDBACK,
+                "positive_button": choice("👍", "This answer was helpful", VOTE_GOOD),
+                "negative_button": choice("👎", "This answer was not helpful", VOTE_BAD),
+            }
+        ],
+    }
+
+
+def parse_vote(value: str) -> tuple[int, bool] | None:
+    """(conversation id, helpful) from a feedback button's value, or None for anything else."""
+    conversation, _, vote = value.partition(":")
+    if not conversation.isdigit() or vote not in (VOTE_GOOD, VOTE_BAD):
+        return None
+    return int(conversation), vote == VOTE_GOOD
+
+
+def draft_post(text: str) -> SlackPost:
+    """An answer being written, for the post-and-update path: its text so far as markdown, or a neutral
+    placeholder (notifications show the first post, and the first words may still be withdrawn)."""
+    shown = stream_text(text)
+    if not shown:
+        return SlackPost(text="…")
+    return SlackPost(text=shown, blocks=(markdown_block(shown),), markdown=shown)
 
 
 # -- outcomes ---------------------------------------------------------------------------------------
 
 
-def reply_posts(text: str, support: str | None) -> list[SlackPost]:
+def reply_posts(text: str, support: str | None, conversation_id: int) -> list[SlackPost]:
     # Support resources are the operator's words, shown as written (they may hold links).
     tail = [context(trusted_text(f"💙 {support}"))] if support else []
-    return text_posts(text or "…", tail, support or "")
+    return text_posts(text or "…", [*tail, answer_feedback(conversation_id)], support or "")
 
 
-def warning_posts(text: str, behavior: str) -> list[SlackPost]:
+def warning_posts(text: str, behavior: str, conversation_id: int) -> list[SlackPost]:
     # The whole note is verbatim: the behaviour is the model's words, and verbatim keeps a bare @here in
     # them from becoming a mention.
     note = WARNING_NOTE.format(behavior=escape(behavior.strip() or "this behaviour"))
-    return text_posts(text, [context({"type": "mrkdwn", "text": note, "verbatim": True})], "⚠️ Formal warning")
+    tail = [context({"type": "mrkdwn", "text": note, "verbatim": True}), answer_feedback(conversation_id)]
+    return text_posts(text, tail, "⚠️ Formal warning")
 
 
 def notice_post(conversation_id: int, notice: EndingNotice) -> SlackPost:
@@ -286,10 +366,10 @@ def already_ended_note(text: str, conversation_id: int) -> SlackPost:
 
 def render_outcome(outcome: Outcome) -> Rendered:
     match outcome:
-        case Reply(text=text, support=support):
-            return Rendered(posts=tuple(reply_posts(text, support)))
-        case WarningGiven(text=text, behavior=behavior):
-            return Rendered(posts=tuple(warning_posts(text, behavior)))
+        case Reply(conversation=conversation, text=text, support=support):
+            return Rendered(posts=tuple(reply_posts(text, support, conversation.id)))
+        case WarningGiven(conversation=conversation, text=text, behavior=behavior):
+            return Rendered(posts=tuple(warning_posts(text, behavior, conversation.id)))
         case Ended(conversation=conversation, text=text, notice=notice):
             return Rendered(posts=tuple(ended_posts(text, conversation.id, notice)))
         case ConfirmationRequested(text=text, confirmation_id=cid, question=question):

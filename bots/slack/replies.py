@@ -15,7 +15,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.draft_pacer import DraftPacer
-from bots.slack.render import Rendered, SlackPost, draft_text
+from bots.slack.render import Rendered, SlackPost, draft_post
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +59,14 @@ class ThreadReply:
         user: str,
         min_interval: float = DEFAULT_UPDATE_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
+        draft_ts: str | None = None,
     ) -> None:
+        """`draft_ts`: a message of ours already in the thread to use as the draft (a stream Slack stopped)."""
         self._client = client
         self._channel = channel
         self._thread_ts = thread_ts
         self._user = user
-        self._draft_ts: str | None = None
+        self._draft_ts = draft_ts
         self._pacer = DraftPacer(
             self._push, has_draft=lambda: self._draft_ts is not None, min_interval=min_interval, clock=clock
         )
@@ -83,11 +85,14 @@ class ThreadReply:
                 # The first post is a neutral placeholder: it is what notifications show, and the model's
                 # first words may still be withdrawn (a refused tool call), so they only ever come as edits.
                 response = await self._client.chat_postMessage(
-                    channel=self._channel, thread_ts=self._thread_ts, text=draft_text(""), **QUIET
+                    channel=self._channel, thread_ts=self._thread_ts, text=draft_post("").text, **QUIET
                 )
                 self._draft_ts = str(response["ts"])
             else:
-                await self._client.chat_update(channel=self._channel, ts=self._draft_ts, text=draft_text(text))
+                draft = draft_post(text)
+                await self._client.chat_update(
+                    channel=self._channel, ts=self._draft_ts, text=draft.text, blocks=draft.api_blocks() or []
+                )
         except SlackApiError as exc:
             # A lost draft update costs nothing: the final text replaces it anyway.
             log.warning("slack draft update failed", extra={"error": exc.response.get("error")})

@@ -33,6 +33,7 @@ from core.domain import (
     Status,
     StoredMessage,
     ThreadKey,
+    VoteCounts,
 )
 from core.ports import Clock
 from core.storage import rows
@@ -97,6 +98,18 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             """CREATE TABLE usage (
                 scope TEXT NOT NULL, day TEXT NOT NULL, tokens BIGINT NOT NULL,
                 PRIMARY KEY (scope, day))""",
+        ),
+    ),
+    (
+        4,
+        (
+            # One vote per person and answer (a Slack message or Discord message id); a new vote replaces it.
+            """CREATE TABLE answer_votes (
+                conversation_id BIGINT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+                answer_id TEXT NOT NULL, voter_id TEXT NOT NULL, helpful BOOLEAN NOT NULL,
+                voted_at TIMESTAMPTZ NOT NULL,
+                PRIMARY KEY (conversation_id, answer_id, voter_id))""",
+            "CREATE INDEX answer_votes_time ON answer_votes (voted_at)",
         ),
     ),
 )
@@ -246,9 +259,11 @@ class PostgresStore:
                 MIGRATION_LOCK_KEY,
             )
             await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            current = int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version"))
+            applied = {int(r["version"]) for r in await conn.fetch("SELECT version FROM schema_version")}
+            # Each version not yet applied, not only those above the highest: versions are handed out to
+            # branches that may land in any order.
             for version, statements in MIGRATIONS:
-                if version > current:
+                if version not in applied:
                     for statement in statements:
                         await conn.execute(statement)
                     await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
@@ -592,6 +607,32 @@ class PostgresStore:
         )
         return {r["kind"]: int(r["n"]) for r in found}
 
+    # -- votes on answers -------------------------------------------------------------------------------
+
+    async def record_answer_vote(self, *, conversation_id: int, answer_id: str, voter_id: str, helpful: bool) -> bool:
+        row = await self.pool.fetchrow(
+            """INSERT INTO answer_votes (conversation_id, answer_id, voter_id, helpful, voted_at)
+               VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (conversation_id, answer_id, voter_id) DO UPDATE
+                   SET helpful = excluded.helpful, voted_at = excluded.voted_at
+                   WHERE answer_votes.helpful <> excluded.helpful
+               RETURNING voter_id""",
+            conversation_id,
+            answer_id,
+            voter_id,
+            helpful,
+            self._now(),
+        )
+        return row is not None
+
+    async def answer_votes(self, *, since: datetime) -> VoteCounts:
+        row = await self.pool.fetchrow(
+            """SELECT COUNT(*) FILTER (WHERE helpful) AS up, COUNT(*) FILTER (WHERE NOT helpful) AS down
+               FROM answer_votes WHERE voted_at >= $1""",
+            _utc(since),
+        )
+        return VoteCounts(helpful=int(row["up"]) if row else 0, not_helpful=int(row["down"]) if row else 0)
+
     # -- deduplication, leases, usage ---------------------------------------------------------------------
 
     async def claim_event(self, *, source: str, event_id: str) -> bool:
@@ -702,6 +743,12 @@ class PostgresStore:
                 platform,
             )
             await conn.execute("DELETE FROM usage WHERE scope = $1", f"user:{platform}:{user_id}")
+            await conn.execute(
+                "DELETE FROM answer_votes WHERE voter_id = $1 AND conversation_id IN "
+                "(SELECT id FROM conversations WHERE platform = $2)",
+                user_id,
+                platform,
+            )
             await conn.execute(
                 "UPDATE audit_events SET actor = 'user:forgotten' WHERE actor IN ($1, $2)",
                 f"user:{user_id}",

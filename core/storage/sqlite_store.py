@@ -32,6 +32,7 @@ from core.domain import (
     Status,
     StoredMessage,
     ThreadKey,
+    VoteCounts,
 )
 from core.ports import Clock
 from core.storage import rows
@@ -83,6 +84,17 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             """CREATE TABLE usage (
                 scope TEXT NOT NULL, day TEXT NOT NULL, tokens INTEGER NOT NULL,
                 PRIMARY KEY (scope, day))""",
+        ),
+    ),
+    (
+        4,
+        (
+            # One vote per person and answer (a Slack message or Discord message id); a new vote replaces it.
+            """CREATE TABLE answer_votes (
+                conversation_id INTEGER NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+                answer_id TEXT NOT NULL, voter_id TEXT NOT NULL, helpful INTEGER NOT NULL, voted_at TEXT NOT NULL,
+                PRIMARY KEY (conversation_id, answer_id, voter_id))""",
+            "CREATE INDEX answer_votes_time ON answer_votes (voted_at)",
         ),
     ),
 )
@@ -197,10 +209,11 @@ class SqliteStore:
     async def migrate(self) -> None:
         def upgrade(db: sqlite3.Connection) -> None:
             db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
-            current = int(row[0]) if row and row[0] is not None else 0
+            applied = {int(row[0]) for row in db.execute("SELECT version FROM schema_version").fetchall()}
+            # Each version not yet applied, not only those above the highest: versions are handed out to
+            # branches that may land in any order.
             for version, statements in MIGRATIONS:
-                if version > current:
+                if version not in applied:
                     for statement in statements:
                         db.execute(statement)
                     db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
@@ -510,6 +523,28 @@ class SqliteStore:
         )
         return {r["kind"]: int(r["n"]) for r in found}
 
+    # -- votes on answers -------------------------------------------------------------------------------
+
+    async def record_answer_vote(self, *, conversation_id: int, answer_id: str, voter_id: str, helpful: bool) -> bool:
+        row = await self._write(
+            """INSERT INTO answer_votes (conversation_id, answer_id, voter_id, helpful, voted_at)
+               VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT (conversation_id, answer_id, voter_id) DO UPDATE
+                   SET helpful = excluded.helpful, voted_at = excluded.voted_at
+                   WHERE answer_votes.helpful <> excluded.helpful
+               RETURNING voter_id""",
+            (conversation_id, answer_id, voter_id, int(helpful), self._now()),
+        )
+        return row is not None
+
+    async def answer_votes(self, *, since: datetime) -> VoteCounts:
+        row = await self._one(
+            """SELECT COALESCE(SUM(helpful), 0) AS up, COALESCE(SUM(1 - helpful), 0) AS down
+               FROM answer_votes WHERE voted_at >= ?""",
+            (since.isoformat(),),
+        )
+        return VoteCounts(helpful=int(row["up"]) if row else 0, not_helpful=int(row["down"]) if row else 0)
+
     # -- deduplication, leases, usage ---------------------------------------------------------------------
 
     async def claim_event(self, *, source: str, event_id: str) -> bool:
@@ -593,6 +628,11 @@ class SqliteStore:
                 (rows.FORGOTTEN, rows.REDACTED_TEXT, platform, user_id),
             )
             db.execute("DELETE FROM usage WHERE scope = ?", (f"user:{platform}:{user_id}",))
+            db.execute(
+                "DELETE FROM answer_votes WHERE voter_id = ? AND conversation_id IN "
+                "(SELECT id FROM conversations WHERE platform = ?)",
+                (user_id, platform),
+            )
             db.execute(
                 "UPDATE audit_events SET actor = 'user:forgotten' WHERE actor IN (?, ?)",
                 (f"user:{user_id}", f"moderator:{user_id}"),

@@ -10,20 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import pytest
-from aiohttp import web
-
-from bots.environment import Environment
-from bots.runtime import Runtime
-from bots.slack.bot import SlackAdapter
 from bots.slack.commands import RESTARTING
+from bots.slack.conversations import INTERRUPTED
 from bots.slack.render import (
     ACTION_CONFIRM_END,
     ACTION_CONFIRM_KEEP,
@@ -31,156 +22,28 @@ from bots.slack.render import (
     ACTION_FEEDBACK_UNHELPFUL,
     ACTION_NEW_CONVERSATION,
 )
-from core.domain import Conversation, ThreadKey
 from core.service import FEEDBACK_ALREADY, FEEDBACK_THANKS
-from core.settings import ModeratorSettings, Settings
+from core.settings import Settings
+from tests.slack.harness import (
+    ADMIN,
+    ALICE,
+    BOB,
+    CHANNEL,
+    GROUP_MOD,
+    MOD,
+    SECRET,
+    Bot,
+    action_ids,
+    block_text,
+    permalink,
+)
 from tests.support.bot_process import BotProcess
 from tests.support.fake_anthropic import FakeAnthropic, Reply
-from tests.support.fake_slack import FakeSlack, SlackDriver, find_buttons, serve_web_app
+from tests.support.fake_slack import FakeSlack, SlackDriver
 from tests.support.model_scripts import END_ABUSE, END_REQUESTED, WARN
 from tests.support.paths import REPO
-from tests.support.runtime import runtime_for, until_idle
 
-SECRET = "e2e-signing-secret-0123456789"
-CHANNEL = "C0GENERAL"
-ALICE, BOB = "U0ALICE", "U0BOB"
-MOD, GROUP_MOD, ADMIN = "U0MOD", "U0GROUPMOD", "U0ADMIN"
-MODS_GROUP = "S0MODS"
-
-
-# -- the bot under test ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Bot:
-    slack: FakeSlack
-    claude: FakeAnthropic
-    driver: SlackDriver
-    runtime: Runtime
-
-    async def idle(self, quiet: float = 0.2) -> None:
-        await until_idle(self.runtime.work, quiet=quiet)
-
-    def replies(self, ts: str) -> list[dict[str, Any]]:
-        return [m for m in self.slack.bot_messages(CHANNEL, ts) if m["ts"] != ts]
-
-    async def answered(self, ts: str, count: int = 1) -> list[dict[str, Any]]:
-        """Wait for `count` bot messages in the thread, then for the bot to finish (final text in place)."""
-        await self.slack.wait_for_async(lambda: len(self.replies(ts)) >= count, timeout=10, what="a reply")
-        await self.idle()
-        return self.replies(ts)
-
-    async def starter(self, containing: str) -> dict[str, Any]:
-        """Wait for a top-level bot message (a new thread the bot opened) whose text contains `containing`."""
-
-        def find() -> dict[str, Any] | None:
-            found = [m for m in self.slack.bot_messages(CHANNEL) if containing in m["text"]]
-            return found[0] if found else None
-
-        message = await self.slack.wait_for_async(find, timeout=10, what=f"a thread starter with {containing!r}")
-        assert message is not None
-        assert message.get("thread_ts", message["ts"]) == message["ts"]  # top level
-        return message
-
-    async def mention(self, text: str, user: str = ALICE) -> str:
-        """A mention as Slack delivers it (app_mention and message); returns the post's ts."""
-        sent = await self.driver.post_mention(CHANNEL, user, text)
-        assert all(reply.status == 200 for reply in sent)
-        return str(sent[0].payload["event"]["ts"])
-
-    async def say(self, text: str, thread_ts: str, user: str = ALICE) -> str:
-        sent = await self.driver.message(CHANNEL, user, text, thread_ts=thread_ts)
-        assert sent.status == 200
-        return str(sent.payload["event"]["ts"])
-
-    async def command(self, text: str, user: str) -> str:
-        """Run /lastresort and return what it answered the invoker (through response_url)."""
-        before = len(self.slack.responses)
-        sent = await self.driver.command(text, user=user, channel=CHANNEL)
-        assert (sent.status, sent.body) == (200, "")
-        await self.slack.wait_for_async(lambda: len(self.slack.responses) > before, timeout=10, what="a response")
-        return str(self.slack.responses[-1].body["text"])
-
-    async def click(self, message: dict[str, Any], action_id: str, user: str) -> None:
-        sent = await self.driver.click(message, action_id, user, channel=CHANNEL)
-        assert sent.status == 200
-
-    async def conversation(self, ts: str) -> Conversation | None:
-        return await self.runtime.service.find_conversation(ThreadKey("slack", CHANNEL, ts))
-
-    def model_calls(self) -> int:
-        return len(self.claude.message_requests())
-
-    def last_user_texts(self) -> list[str]:
-        messages = self.claude.message_requests()[-1].json["messages"]
-        return [
-            block["text"]
-            for message in messages
-            if message["role"] == "user"
-            for block in message["content"]
-            if block.get("type") == "text"
-        ]
-
-
-def permalink(ts: str) -> str:
-    return f"https://fake.slack.com/archives/{CHANNEL}/p{ts.replace('.', '')}"
-
-
-def action_ids(message: dict[str, Any] | None) -> list[str]:
-    return [element["action_id"] for _, element in find_buttons((message or {}).get("blocks", []))]
-
-
-def block_text(message: dict[str, Any]) -> str:
-    return json.dumps(message.get("blocks", []), ensure_ascii=False)
-
-
-@pytest.fixture
-def slack() -> Iterator[FakeSlack]:
-    with FakeSlack() as fake:
-        fake.add_channel(CHANNEL, "general")
-        fake.add_user(ALICE, "alice", display_name="Alice")
-        fake.add_user(BOB, "bob", display_name="Bob")
-        fake.add_user(MOD, "mod")
-        fake.add_user(GROUP_MOD, "groupmod")
-        fake.add_user(ADMIN, "admin", is_admin=True)
-        fake.add_usergroup(MODS_GROUP, "mods", [GROUP_MOD])
-        yield fake
-        assert fake.errors == []
-
-
-@asynccontextmanager
-async def running_bot(slack: FakeSlack, claude: FakeAnthropic, settings: Settings, db: Path) -> AsyncIterator[Bot]:
-    env = Environment(
-        anthropic_api_key="sk-ant-test",
-        anthropic_base_url=claude.base_url,
-        slack_bot_token=slack.token,
-        slack_signing_secret=SECRET,
-        slack_api_url=slack.api_url,
-    )
-    async with runtime_for(env, settings, claude, db) as runtime:
-        adapter = SlackAdapter(runtime)
-        app = web.Application()
-        app.add_routes(adapter.routes())
-        async with serve_web_app(app) as base_url:
-            await adapter.start()
-            bot = Bot(slack, claude, SlackDriver(SECRET, f"{base_url}/slack/events", fake=slack), runtime)
-            try:
-                yield bot
-            finally:
-                await bot.idle()
-                await adapter.stop()
-
-
-@pytest.fixture
-async def bot(
-    slack: FakeSlack, fake_anthropic: FakeAnthropic, settings: Settings, tmp_path: Path
-) -> AsyncIterator[Bot]:
-    moderators = ModeratorSettings(
-        slack_user_ids=(MOD,), slack_usergroup_ids=(MODS_GROUP,), slack_workspace_admins=True
-    )
-    configured = settings.model_copy(update={"moderators": moderators})
-    async with running_bot(slack, fake_anthropic, configured, tmp_path / "slack.db") as running:
-        yield running
+STREAM_AND_POST = ("chat.postMessage", "chat.update", "chat.startStream", "chat.appendStream", "chat.stopStream")
 
 
 # -- conversations ------------------------------------------------------------------------------------------
@@ -431,27 +294,32 @@ async def test_home_tab_for_moderators_and_members(bot: Bot, slack: FakeSlack) -
 
 
 async def test_model_text_never_pings_anyone(bot: Bot, slack: FakeSlack) -> None:
-    pings = "<!channel> <!here> <!everyone> <@U0BOB> <!subteam^S0MODS|@mods>"
-    bot.claude.push(Reply.text(f"Hey {pings} & friends"))
+    # Long enough to stream while it is written, so the streamed chunks are checked as well as the end.
+    pings = "<!channel> <!here> <!everyone> <@U0BOB> <!subteam^S0MODS|@mods> <https://evil.example|your bank>"
+    bare = "@here @channel [your bank](https://evil.example)"
+    bot.claude.chunk_delay = 0.25
+    bot.claude.push(Reply.text(f"Hey {pings} {bare} & friends. " + "Some more words to stream. " * 12))
     root = await bot.mention("say something loud")
     (reply,) = await bot.answered(root)
-    assert "&lt;!channel&gt;" in reply["text"]
-    sent = [p for m in ("chat.postMessage", "chat.update") for p in slack.calls_to(m)]
-    assert sent
+    sent = [p for m in STREAM_AND_POST for p in slack.calls_to(m)]
+    assert slack.calls_to("chat.appendStream")  # streamed, not only posted at the end
     for params in sent:
-        shown = json.dumps([params.get("text"), params.get("blocks")])
-        for ping in ("<!channel>", "<!here>", "<!everyone>", "<@U0BOB>", "<!subteam"):
+        shown = json.dumps([params.get(k) for k in ("text", "blocks", "markdown_text", "chunks")], ensure_ascii=False)
+        for ping in ("<!channel>", "<!here>", "<!everyone>", "<@U0BOB>", "<!subteam", "<https:", "@here", "@channel"):
             assert ping not in shown
-    sections = [b for b in reply["blocks"] if b["type"] == "section"]
-    assert all(b["text"].get("verbatim") is True for b in sections)
+        assert "](https" not in shown  # no Markdown link hides where it goes
+    (markdown,) = [b["text"] for b in reply["blocks"] if b["type"] == "markdown"]
+    assert "&lt;!channel&gt;" in markdown and "&amp; friends" in markdown
+    assert "https://evil.example" in markdown  # the address stays readable
 
 
 async def test_a_slack_rate_limit_is_retried_and_nothing_is_lost(bot: Bot, slack: FakeSlack) -> None:
-    slack.fail_next("chat.postMessage", 429, retry_after=0)
+    slack.fail_next("chat.startStream", 429, retry_after=0)
     root = await bot.mention("hello despite limits")
     (reply,) = await bot.answered(root)
     assert "hello despite limits" in reply["text"]
-    assert slack.faults_served == [("chat.postMessage", 429, "ratelimited")]
+    assert slack.faults_served == [("chat.startStream", 429, "ratelimited")]
+    assert slack.calls_to("chat.postMessage") == []  # retried, not fallen back
 
 
 async def test_model_overload_gives_a_notice_and_keeps_the_message(
@@ -468,35 +336,86 @@ async def test_model_overload_gives_a_notice_and_keeps_the_message(
 
 
 async def test_words_that_came_with_a_refused_call_never_reach_slack(bot: Bot, slack: FakeSlack) -> None:
-    # The model writes words and a warning the core refuses (too few redirects), then starts over. The
-    # words stream slowly, so a draft would show them if anything did.
-    bot.claude.chunk_delay = 0.1
-    refused = Reply.tool(
-        "warn_user", {"behavior": "x", "redirect_attempts": 0}, text="DRAFT: this is a formal warning."
-    )
+    # The model writes a long goodbye (long enough to be shown while it streams) and a warning the core
+    # refuses (too few redirects), then starts over. The goodbye must leave the screen and never return.
+    bot.claude.chunk_delay = 0.25
+    goodbye = "DRAFT: this is a formal warning. " * 10
+    refused = Reply.tool("warn_user", {"behavior": "x", "redirect_attempts": 0}, text=goodbye)
     bot.claude.push(refused, Reply.text("Let's talk about something else."))
     root = await bot.mention("hm")
     (reply,) = await bot.answered(root)
-    shown = [call["text"] for call in slack.calls_to("chat.postMessage") + slack.calls_to("chat.update")]
-    assert shown and not any("DRAFT" in text for text in shown)
-    assert reply["text"] == "Let's talk about something else."
-    assert "DRAFT" not in block_text(reply)
+    started = slack.calls_to("chat.startStream")
+    assert started and "DRAFT" in json.dumps(started[0])  # it was on screen while it looked like an answer
+    (withdrawn,) = [m for _, m in slack.deleted]
+    assert "DRAFT" in withdrawn["text"]  # ... and was taken back
+    assert [m["ts"] for m in bot.replies(root)] == [reply["ts"]]
+    assert "DRAFT" not in block_text(reply) and "DRAFT" not in reply["text"]
+    assert "Let's talk about something else." in block_text(reply)
 
 
-async def test_draft_updates_are_throttled_and_long_replies_split(bot: Bot, slack: FakeSlack) -> None:
-    bot.claude.chunk_delay = 0.15  # about 2 s of streaming
-    # About 3,900 characters: more than one section, less than the reply's max_tokens lets the model write.
-    long_text = " ".join(f"word{i}" for i in range(500))
+async def test_words_before_a_refused_call_are_withdrawn_when_streaming_is_refused_too(
+    bot: Bot, slack: FakeSlack
+) -> None:
+    slack.streaming_error = "feature_not_enabled"
+    bot.claude.chunk_delay = 0.25
+    refused = Reply.tool("warn_user", {"behavior": "x", "redirect_attempts": 0}, text="DRAFT: goodbye. " * 20)
+    bot.claude.push(refused, Reply.text("Let's talk about something else."))
+    root = await bot.mention("hm")
+    (reply,) = await bot.answered(root)
+    assert "DRAFT" not in block_text(reply) and "DRAFT" not in reply["text"]
+    assert "Let's talk about something else." in block_text(reply)
+
+
+async def test_a_long_answer_streams_and_its_markdown_arrives_intact(bot: Bot, slack: FakeSlack) -> None:
+    bot.claude.chunk_delay = 0.3  # about 2.4 s of streaming
+    long_text = "## Plan\n\n**bold** and *italic* and `code`.\n\n" + " ".join(f"word{i}" for i in range(500))
     bot.claude.push(Reply.text(long_text))
     started = time.monotonic()
     root = await bot.mention("write a lot")
     (reply,) = await bot.answered(root)
     seconds = time.monotonic() - started
-    updates = slack.calls_to("chat.update")
-    assert 1 <= len(updates) <= seconds + 1  # at most one draft update a second, plus the final one
-    sections = [b["text"]["text"] for b in reply["blocks"] if b["type"] == "section"]
-    assert len(sections) >= 2 and all(len(s) <= 3000 for s in sections)
-    assert " ".join(sections).split() == long_text.split()
+    (start,) = slack.calls_to("chat.startStream")
+    assert start["thread_ts"] == root
+    assert (start["recipient_team_id"], start["recipient_user_id"]) == (slack.team_id, ALICE)
+    appends = slack.calls_to("chat.appendStream")
+    assert 1 <= len(appends) <= seconds + 1  # paced: at most one append a second
+    (stop,) = slack.calls_to("chat.stopStream")
+    assert [b["type"] for b in stop["blocks"]] == ["context_actions"]  # feedback under the answer
+    assert slack.calls_to("chat.postMessage") == [] and slack.calls_to("chat.update") == []
+    (markdown,) = [b["text"] for b in reply["blocks"] if b["type"] == "markdown"]
+    assert markdown.startswith("## Plan\n\n**bold** and *italic* and `code`.")
+    assert markdown.split() == long_text.split()
+    assert not slack.is_streaming(CHANNEL, reply["ts"])
+
+
+async def test_when_slack_refuses_streaming_the_answer_still_arrives(bot: Bot, slack: FakeSlack) -> None:
+    slack.streaming_error = "feature_not_enabled"
+    bot.claude.chunk_delay = 0.25
+    text = "**Still here.** " + "More words to say. " * 20
+    bot.claude.push(Reply.text(text))
+    root = await bot.mention("hello")
+    (reply,) = await bot.answered(root)
+    assert slack.calls_to("chat.startStream") and not slack.calls_to("chat.stopStream")
+    assert slack.calls_to("chat.postMessage")  # posted and updated instead
+    (markdown,) = [b["text"] for b in reply["blocks"] if b["type"] == "markdown"]
+    assert markdown.split() == text.split()
+    assert "context_actions" in [b["type"] for b in reply["blocks"]]
+
+
+async def test_a_stream_slack_stopped_is_finished_in_place(bot: Bot, slack: FakeSlack) -> None:
+    bot.claude.chunk_delay = 0.3
+    text = "First part of a long answer. " * 30
+    bot.claude.push(Reply.text(text))
+    root = await bot.mention("hello")
+    await slack.wait_for_call_async("chat.startStream", timeout=10)
+    (streaming,) = await slack.wait_for_async(lambda: bot.replies(root), timeout=10)
+    slack.end_stream(CHANNEL, streaming["ts"])  # Slack expired it: appends and stopping now fail
+    await bot.idle(quiet=0.5)
+    (reply,) = bot.replies(root)
+    assert reply["ts"] == streaming["ts"]  # the same message, finished with chat.update
+    assert slack.calls_to("chat.update")
+    (markdown,) = [b["text"] for b in reply["blocks"] if b["type"] == "markdown"]
+    assert markdown.split() == text.split()
 
 
 async def test_during_shutdown_slack_is_asked_to_redeliver(bot: Bot, slack: FakeSlack) -> None:
@@ -535,6 +454,9 @@ async def test_lastresort_run_answers_slack_and_stops_cleanly(
         assert await process.terminate(timeout=30) == 0
     logs = process.output()
     assert len(slack.bot_messages(CHANNEL, ts)) == 1  # exactly one reply to the mention pair
+    # Streamed, and finished with the feedback buttons under it.
+    (stop,) = slack.calls_to("chat.stopStream")
+    assert [b["type"] for b in stop["blocks"]] == ["context_actions"]
     for secret in (SECRET, slack.token, "sk-ant-process-test-key"):
         assert secret not in logs
     assert "hello from a process" not in logs  # no message text in the logs
@@ -548,3 +470,20 @@ async def test_a_bare_mention_starts_a_conversation_that_the_thread_continues(bo
     await bot.say("what is a good name for a boat?", root)
     (reply,) = await bot.answered(root)
     assert "what is a good name for a boat?" in reply["text"]
+
+
+async def test_a_stream_cut_short_by_shutdown_leaves_a_note_instead_of_half_an_answer(
+    bot: Bot, slack: FakeSlack
+) -> None:
+    bot.claude.chunk_delay = 0.3
+    bot.claude.push(Reply.text("A long answer that a restart cuts in the middle. " * 20))
+    root = await bot.mention("question")
+    (streaming,) = await slack.wait_for_async(lambda: bot.replies(root), timeout=10, what="the stream")
+    assert slack.is_streaming(CHANNEL, streaming["ts"])
+    bot.runtime.work.close()
+    await bot.runtime.work.cancel_running(2)
+
+    (note,) = bot.replies(root)
+    assert note["ts"] == streaming["ts"] and note["text"] == INTERRUPTED
+    assert "restart cuts" not in block_text(note)
+    assert not slack.is_streaming(CHANNEL, note["ts"])  # stopped, not left spinning

@@ -15,21 +15,26 @@ from bots.slack.home import member_home, moderator_home
 from bots.slack.http import repair_form_body
 from bots.slack.inbound import ThreadRef, parse_thread_link, user_edit, user_message
 from bots.slack.render import (
+    ACTION_ANSWER_FEEDBACK,
     ACTION_CONFIRM_END,
     ACTION_CONFIRM_KEEP,
     ACTION_FEEDBACK_HELPFUL,
     ACTION_FEEDBACK_UNHELPFUL,
     ACTION_NEW_CONVERSATION,
     CONFIRM_BLOCK_ID,
+    MARKDOWN_LIMIT,
     SECTION_TEXT_LIMIT,
-    SECTIONS_PER_MESSAGE,
+    WORD_JOINER,
     Rendered,
-    draft_text,
+    draft_post,
     escape,
     inbound_text,
+    neutralise,
+    parse_vote,
     render_outcome,
     resolved_confirmation_blocks,
     split_text,
+    stream_text,
     text_posts,
 )
 from core.domain import Conversation, EndReason, Status, ThreadKey
@@ -149,39 +154,78 @@ def test_split_pieces_fit_a_section_once_escaped_and_lose_nothing(text: str) -> 
     ).replace("\n", "").replace(" ", "")
 
 
-@pytest.mark.parametrize(("length", "messages"), [(10, 1), (29_000, 1), (65_000, 3)])
-def test_long_text_spreads_over_messages_within_slack_limits(length: int, messages: int) -> None:
+@pytest.mark.parametrize("ping", [*PINGS, "@here", "@channel", "@everyone", "[your bank](https://evil.example)"])
+def test_neutralised_markdown_cannot_ping_mention_or_hide_a_link(ping: str) -> None:
+    shown = neutralise(f"hi {ping} & **bye**")
+    assert "<" not in shown and ">" not in shown
+    for live in ("@here", "@channel", "@everyone", "]("):
+        assert live not in shown
+    assert "**bye**" in shown  # Markdown itself survives
+    assert shown.replace(WORD_JOINER, "") == escape(f"hi {ping} & **bye**")  # nothing visible changes
+
+
+@pytest.mark.parametrize("text", ["a <b> & [c](d) @here", "**bold** <!channel>", "x" * 20])
+def test_neutralising_keeps_prefixes_prefixes(text: str) -> None:
+    # What was streamed stays valid as the answer grows: the neutral prefix starts the neutral whole.
+    for cut in range(len(text) + 1):
+        assert neutralise(text).startswith(neutralise(text[:cut]))
+
+
+@pytest.mark.parametrize(("length", "messages"), [(10, 1), (11_000, 1), (30_000, 3)])
+def test_long_text_spreads_over_markdown_messages_within_slack_limits(length: int, messages: int) -> None:
     posts = text_posts("word " * (length // 5))
     assert len(posts) == messages
     for post in posts:
-        assert len(post.blocks) <= 50
+        (block,) = post.blocks
+        assert block == {"type": "markdown", "text": post.markdown}
+        assert len(block["text"]) <= MARKDOWN_LIMIT
         assert len(post.text) <= 40_000
-        assert all(len(b["text"]["text"]) <= SECTION_TEXT_LIMIT for b in post.blocks)
 
 
-def test_draft_is_escaped_and_capped() -> None:
-    assert draft_text("<!channel>") == "&lt;!channel&gt;"
-    assert draft_text("") == "…"
-    capped = draft_text("&" * 40_000)
-    assert len(capped) <= SECTION_TEXT_LIMIT * SECTIONS_PER_MESSAGE
-    assert capped.endswith("&amp; …")  # never cut inside an entity
+def test_escapes_count_against_the_markdown_limit() -> None:
+    posts = text_posts("<&>" * 4000)  # 12,000 characters, 40,000 once escaped
+    assert len(posts) >= 4 and all(len(p.markdown or "") <= MARKDOWN_LIMIT for p in posts)
+
+
+@pytest.mark.parametrize("text", ["word " * 5000, "&<>" * 3000, "short", "  padded  "])
+def test_what_streams_is_always_the_start_of_the_first_message(text: str) -> None:
+    first = text_posts(text)[0].markdown or ""
+    for cut in range(0, len(text) + 1, max(1, len(text) // 50)):
+        assert first.startswith(stream_text(text[:cut]))
+    assert len(stream_text(text)) <= MARKDOWN_LIMIT // 2
+
+
+def test_draft_is_markdown_or_a_placeholder() -> None:
+    assert draft_post("").text == "…" and draft_post("").blocks == ()
+    draft = draft_post("**hi** <!channel>")
+    assert draft.blocks == ({"type": "markdown", "text": "**hi** &lt;!channel&gt;"},)
 
 
 # -- outcomes ---------------------------------------------------------------------------------------------
 
 
-def test_reply_with_support_resources() -> None:
-    rendered = render_outcome(Reply(CONVERSATION, "I'm here <!here>", support="Call 123"))
+def test_reply_with_support_resources_and_feedback_buttons() -> None:
+    rendered = render_outcome(Reply(CONVERSATION, "I'm **here** <!here>", support="Call 123"))
     (post,) = rendered.posts
-    assert post.blocks[0]["text"] == {"type": "mrkdwn", "text": "I'm here &lt;!here&gt;", "verbatim": True}
-    assert post.blocks[-1]["type"] == "context"
-    assert "Call 123" in post.blocks[-1]["elements"][0]["text"]
+    assert post.blocks[0] == {"type": "markdown", "text": "I'm **here** &lt;!here&gt;"}
+    support, feedback = post.tail
+    assert support["type"] == "context" and "Call 123" in support["elements"][0]["text"]
+    assert feedback["type"] == "context_actions"
+    (element,) = feedback["elements"]
+    assert (element["type"], element["action_id"]) == ("feedback_buttons", ACTION_ANSWER_FEEDBACK)
+    votes = [parse_vote(element[side]["value"]) for side in ("positive_button", "negative_button")]
+    assert votes == [(CONVERSATION.id, True), (CONVERSATION.id, False)]
     assert rendered.ephemeral is None
+
+
+@pytest.mark.parametrize("value", ["", "7", "7:maybe", "x:good", ":good", "7:good:extra"])
+def test_foreign_vote_values_are_refused(value: str) -> None:
+    assert parse_vote(value) is None
 
 
 def test_warning_is_a_distinct_context_block() -> None:
     (post,) = render_outcome(WarningGiven(CONVERSATION, "Please stop.", "posting <!channel>")).posts
-    note = post.blocks[-1]
+    note = post.blocks[-2]
     assert note["type"] == "context"
     assert note["elements"][0]["text"].startswith("⚠️ *Formal warning*")
     assert "&lt;!channel&gt;" in note["elements"][0]["text"]
@@ -201,7 +245,7 @@ def test_ended_notice_has_explanation_next_steps_and_buttons() -> None:
 
 def test_ended_with_closing_words_puts_them_first() -> None:
     posts = render_outcome(Ended(ENDED, "Goodbye.", NOTICE)).posts
-    assert posts[0].text == "Goodbye."
+    assert posts[0].markdown == "Goodbye."
     assert posts[-1].blocks[0]["type"] == "header"
 
 
@@ -430,7 +474,11 @@ def test_manifest_routes_everything_to_the_adapter() -> None:
         "message.groups",
         "message.im",
         "app_home_opened",
+        "assistant_thread_started",
+        "assistant_thread_context_changed",
     }
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
     assert {"chat:write", "commands", "users:read", "usergroups:read", "app_mentions:read"} <= scopes
+    assert {"assistant:write", "im:history"} <= scopes  # the assistant container and its messages
+    assert manifest["features"]["assistant_view"]["assistant_description"]
     assert manifest["features"]["app_home"]["home_tab_enabled"] is True

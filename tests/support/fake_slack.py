@@ -57,6 +57,16 @@ MAX_BLOCKS = 50
 MAX_SECTION_TEXT = 3000
 # Slack truncates (does not reject) message text beyond 40,000 characters.
 MAX_TEXT = 40_000
+# A markdown block holds at most 12,000 characters, and so do all markdown blocks of one message together
+# and the markdown_text of one streaming call.
+MAX_MARKDOWN = 12_000
+# context_actions holds 1 to 5 elements; a feedback button's text is at most 75 characters, its value 2000.
+MAX_CONTEXT_ACTIONS = 5
+MAX_FEEDBACK_TEXT = 75
+MAX_FEEDBACK_VALUE = 2000
+# assistant.threads.setSuggestedPrompts takes up to four prompts.
+MAX_SUGGESTED_PROMPTS = 4
+CHUNK_TYPES = frozenset({"markdown_text", "task_update", "plan_update", "blocks"})
 # A response_url may be used 5 times within 30 minutes.
 RESPONSE_URL_MAX_USES = 5
 
@@ -182,10 +192,11 @@ def _maybe_json(value: Any, error: str) -> Any:
 
 
 def find_buttons(blocks: Sequence[JSON]) -> list[tuple[str | None, JSON]]:
-    """(block_id, element) for every interactive element in `actions` blocks and section accessories."""
+    """(block_id, element) for every interactive element in `actions` and `context_actions` blocks and
+    section accessories."""
     found: list[tuple[str | None, JSON]] = []
     for block in blocks:
-        if block.get("type") == "actions":
+        if block.get("type") in ("actions", "context_actions"):
             found.extend((block.get("block_id"), el) for el in block.get("elements", []))
         accessory = block.get("accessory")
         if isinstance(accessory, dict) and "action_id" in accessory:
@@ -223,6 +234,16 @@ class FakeSlack:
         self._errors: list[str] = []
         self._response_targets: dict[str, _ResponseTarget] = {}
         self._ids = itertools.count(1)
+        # Streaming: (channel, ts) of messages still streaming; an error to refuse chat.startStream with
+        # (a workspace or channel without streaming), or None.
+        self._streaming: set[tuple[str, str]] = set()
+        self.streaming_error: str | None = None
+        # The assistant container: threads Slack opened, and what the app set on them.
+        self._assistant_threads: dict[tuple[str, str], JSON] = {}
+        # App-level (xapp-) tokens, for apps.connections.open only; routes other fakes add (the socket).
+        self._app_tokens: set[str] = set()
+        self._routes: list[tuple[str, str, Callable[[web.Request], Any]]] = []
+        self.socket_url: Callable[[], str] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._port: int | None = None
@@ -241,6 +262,13 @@ class FakeSlack:
             "usergroups.list": self._usergroups_list,
             "usergroups.users.list": self._usergroups_users_list,
             "views.publish": self._views_publish,
+            "chat.startStream": self._chat_start_stream,
+            "chat.appendStream": self._chat_append_stream,
+            "chat.stopStream": self._chat_stop_stream,
+            "assistant.threads.setStatus": self._assistant_set_status,
+            "assistant.threads.setSuggestedPrompts": self._assistant_set_prompts,
+            "assistant.threads.setTitle": self._assistant_set_title,
+            "apps.connections.open": self._apps_connections_open,
         }
         self._add_user_locked(BOT_USER_ID, BOT_NAME, is_bot=True)
 
@@ -284,6 +312,8 @@ class FakeSlack:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_post("/respond/{name}", self._handle_respond)
+        for method, path, handler in self._routes:
+            app.router.add_route(method, path, handler)
         # A short shutdown timeout so stop() never hangs on a request parked in a slow fault.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         try:
@@ -327,6 +357,23 @@ class FakeSlack:
     def add_token(self, token: str, user_id: str = BOT_USER_ID) -> None:
         with self._cond:
             self._tokens[token] = user_id
+
+    def add_app_token(self, token: str) -> None:
+        """An app-level token (xapp-…): good for apps.connections.open, refused by every other method."""
+        with self._cond:
+            self._app_tokens.add(token)
+
+    def add_route(self, method: str, path: str, handler: Callable[[web.Request], Any]) -> None:
+        """Serve another fake beside the Web API (the Socket Mode websocket); call before start()."""
+        if self._thread is not None:
+            raise RuntimeError("add routes before the fake starts")
+        self._routes.append((method, path, handler))
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise RuntimeError("FakeSlack is not running")
+        return self._loop
 
     def add_user(
         self,
@@ -595,6 +642,38 @@ class FakeSlack:
                 picked = [m for m in store.values() if m["ts"] == root or m.get("thread_ts") == root]
             picked.sort(key=_ts_key)
             return [self._render_locked(channel, m) for m in picked]
+
+    def is_streaming(self, channel: str, ts: str) -> bool:
+        with self._cond:
+            return (channel, ts) in self._streaming
+
+    def end_stream(self, channel: str, ts: str) -> None:
+        """What Slack does to a stream whose appends paused too long: it is no longer streaming."""
+        with self._cond:
+            self._streaming.discard((channel, ts))
+
+    def assistant_thread(self, channel: str, thread_ts: str) -> JSON | None:
+        """What the app set on an assistant thread: status, prompts, title (None if Slack never opened it)."""
+        with self._cond:
+            found = self._assistant_threads.get((channel, thread_ts))
+            return copy.deepcopy(found) if found is not None else None
+
+    def open_assistant_thread(self, user: str) -> tuple[str, str]:
+        """The user opens the app from Slack's top bar: a new assistant thread in their DM with the app,
+        rooted in a message of the app's (subtype assistant_app_thread). Returns (channel, thread_ts)."""
+        with self._cond:
+            self._ensure_user_locked(user)
+            channel, _ = self._dm_locked(user)
+            root = self._store_bot_message_locked(channel, "New chat", None, None, {"subtype": "assistant_app_thread"})
+            self._assistant_threads[(channel, root["ts"])] = {
+                "user": user,
+                "status": "",
+                "statuses": [],
+                "prompts": None,
+                "title": None,
+            }
+            self._cond.notify_all()
+            return channel, str(root["ts"])
 
     def bot_messages(self, channel: str, thread_ts: str | None = None) -> list[JSON]:
         return [m for m in self.messages(channel, thread_ts) if m.get("user") == self.bot_user_id]
@@ -916,9 +995,17 @@ class FakeSlack:
         if handler is None:
             # Slack answers unknown methods with HTTP 200 and ok: false.
             return {"ok": False, "error": "unknown_method", "req_method": method}
-        if method != "api.test":
+        if method == "apps.connections.open":
             if not token:
                 return {"ok": False, "error": "not_authed"}
+            if token not in self._app_tokens:
+                # A bot token is the wrong kind here; anything else is simply invalid.
+                return {"ok": False, "error": "not_allowed_token_type" if token in self._tokens else "invalid_auth"}
+        elif method != "api.test":
+            if not token:
+                return {"ok": False, "error": "not_authed"}
+            if token in self._app_tokens:
+                return {"ok": False, "error": "not_allowed_token_type"}
             if token not in self._tokens:
                 return {"ok": False, "error": "invalid_auth"}
         try:
@@ -989,14 +1076,46 @@ class FakeSlack:
         if len(blocks) > MAX_BLOCKS:
             raise _ApiError("invalid_blocks", errors=[f"must be less than {MAX_BLOCKS + 1} items"])
         out = copy.deepcopy(blocks)
+        markdown_total = 0
         for block in out:
             text = block.get("text")
             too_long = isinstance(text, dict) and len(str(text.get("text", ""))) > MAX_SECTION_TEXT
             if block["type"] == "section" and too_long:
                 raise _ApiError("invalid_blocks", errors=[f"must be less than {MAX_SECTION_TEXT + 1} chars"])
+            if block["type"] == "markdown":
+                if not isinstance(text, str) or not text:
+                    raise _ApiError("invalid_blocks", errors=["markdown block needs text"])
+                markdown_total += len(text)
+                if markdown_total > MAX_MARKDOWN:
+                    raise _ApiError("invalid_blocks", errors=[f"markdown must be less than {MAX_MARKDOWN + 1} chars"])
+            if block["type"] == "context_actions":
+                FakeSlack._check_context_actions(block)
             # Slack gives every stored block a block_id; action payloads carry it back.
             block.setdefault("block_id", _random_id())
         return out
+
+    @staticmethod
+    def _check_context_actions(block: JSON) -> None:
+        elements = block.get("elements")
+        if not isinstance(elements, list) or not 1 <= len(elements) <= MAX_CONTEXT_ACTIONS:
+            raise _ApiError("invalid_blocks", errors=["context_actions needs 1 to 5 elements"])
+        for element in elements:
+            if not isinstance(element, dict) or element.get("type") not in ("feedback_buttons", "icon_button"):
+                raise _ApiError("invalid_blocks", errors=["context_actions takes feedback_buttons or icon_button"])
+            if element["type"] != "feedback_buttons":
+                continue
+            if not element.get("action_id"):
+                raise _ApiError("invalid_blocks", errors=["feedback_buttons needs an action_id"])
+            for side in ("positive_button", "negative_button"):
+                button = element.get(side)
+                text = button.get("text") if isinstance(button, dict) else None
+                if not isinstance(button, dict) or not isinstance(text, dict) or text.get("type") != "plain_text":
+                    raise _ApiError("invalid_blocks", errors=[f"{side} needs plain_text text"])
+                if not text.get("text") or len(str(text["text"])) > MAX_FEEDBACK_TEXT:
+                    raise _ApiError("invalid_blocks", errors=[f"{side} text must be 1 to {MAX_FEEDBACK_TEXT} chars"])
+                value = button.get("value")
+                if not isinstance(value, str) or not value or len(value) > MAX_FEEDBACK_VALUE:
+                    raise _ApiError("invalid_blocks", errors=[f"{side} value must be 1 to {MAX_FEEDBACK_VALUE} chars"])
 
     def _store_bot_message_locked(
         self,
@@ -1195,6 +1314,139 @@ class FakeSlack:
         if group is None:
             raise _ApiError("no_such_subteam")
         return {"users": list(group["users"])}
+
+    # -- streaming (chat.startStream / appendStream / stopStream)
+
+    @staticmethod
+    def _stream_text(params: JSON) -> str | None:
+        """The markdown a streaming call adds: `markdown_text` or the text of `markdown_text` chunks."""
+        parts: list[str] = []
+        text = params.get("markdown_text")
+        if text is not None:
+            if not isinstance(text, str):
+                raise _ApiError("invalid_arguments")
+            if len(text) > MAX_MARKDOWN:
+                raise _ApiError("msg_too_long")
+            parts.append(text)
+        chunks = _maybe_json(params.get("chunks"), "invalid_chunks")
+        if chunks is not None:
+            if not isinstance(chunks, list):
+                raise _ApiError("invalid_chunks")
+            for chunk in chunks:
+                if not isinstance(chunk, dict) or chunk.get("type") not in CHUNK_TYPES:
+                    raise _ApiError("invalid_chunks")
+                if chunk["type"] == "markdown_text":
+                    piece = chunk.get("text")
+                    if not isinstance(piece, str) or len(piece) > MAX_MARKDOWN:
+                        raise _ApiError("invalid_chunks")
+                    parts.append(piece)
+        if text is None and chunks is None:
+            return None
+        return "".join(parts)
+
+    def _streaming_message_locked(self, params: JSON, token: str) -> tuple[str, JSON]:
+        channel = self._channel_locked(params)
+        message = self._message_locked(channel, params.get("ts"))
+        if message.get("user") != self._tokens[token]:
+            raise _ApiError("cant_update_message")
+        if (channel, message["ts"]) not in self._streaming:
+            raise _ApiError("message_not_in_streaming_state")
+        return channel, message
+
+    def _append_markdown(self, message: JSON, text: str) -> None:
+        body = str(message.get("text") or "") + text
+        message["text"] = body[:MAX_TEXT]
+        tail = [b for b in message.get("blocks", []) if b.get("type") != "markdown"]
+        message["blocks"] = ([{"type": "markdown", "text": body, "block_id": _random_id()}] if body else []) + tail
+
+    def _chat_start_stream(self, params: JSON, token: str) -> JSON:
+        channel = self._channel_locked(params)
+        thread_ts = str(params.get("thread_ts") or "")
+        if not thread_ts:
+            raise _ApiError("invalid_arguments")
+        if self.streaming_error is not None:
+            raise _ApiError(self.streaming_error)
+        if thread_ts not in self._messages.get(channel, {}):
+            raise _ApiError("thread_not_found")
+        if not self._channels[channel]["is_im"]:
+            # Outside DMs Slack must know who the stream is for.
+            if not params.get("recipient_team_id"):
+                raise _ApiError("missing_recipient_team_id")
+            if not params.get("recipient_user_id"):
+                raise _ApiError("missing_recipient_user_id")
+        if params.get("recipient_team_id") not in (None, self.team_id):
+            raise _ApiError("invalid_recipient_team_id")
+        user = params.get("recipient_user_id")
+        if user is not None and user not in self._users:
+            raise _ApiError("user_not_found")
+        text = self._stream_text(params) or ""
+        message = self._store_bot_message_locked(channel, "", None, thread_ts)
+        self._append_markdown(message, text)
+        self._streaming.add((channel, message["ts"]))
+        return {"channel": channel, "ts": message["ts"]}
+
+    def _chat_append_stream(self, params: JSON, token: str) -> JSON:
+        channel, message = self._streaming_message_locked(params, token)
+        text = self._stream_text(params)
+        if text is None:
+            raise _ApiError("invalid_arguments")
+        self._append_markdown(message, text)
+        return {"channel": channel, "ts": message["ts"]}
+
+    def _chat_stop_stream(self, params: JSON, token: str) -> JSON:
+        channel, message = self._streaming_message_locked(params, token)
+        text = self._stream_text(params)
+        blocks = params.get("blocks")
+        checked = self._validated_blocks(blocks) if blocks is not None else []
+        if text:
+            self._append_markdown(message, text)
+        if checked:
+            markdown = [b for b in message.get("blocks", []) if b.get("type") == "markdown"]
+            # Together with the streamed text the message must stay within the markdown limit.
+            self._validated_blocks([*markdown, *checked])
+            message["blocks"] = [*message.get("blocks", []), *checked]
+        self._streaming.discard((channel, message["ts"]))
+        return {"channel": channel, "ts": message["ts"], "message": self._render_locked(channel, message)}
+
+    # -- the assistant container
+
+    def _assistant_thread_locked(self, params: JSON) -> JSON:
+        channel = self._channel_locked(params, "channel_id")
+        thread = self._assistant_threads.get((channel, str(params.get("thread_ts") or "")))
+        if thread is None:
+            raise _ApiError("invalid_thread_ts")
+        return thread
+
+    def _assistant_set_status(self, params: JSON, token: str) -> JSON:
+        thread = self._assistant_thread_locked(params)
+        status = params.get("status")
+        if not isinstance(status, str):
+            raise _ApiError("invalid_arguments")
+        thread["status"] = status
+        thread["statuses"].append(status)
+        return {}
+
+    def _assistant_set_prompts(self, params: JSON, token: str) -> JSON:
+        thread = self._assistant_thread_locked(params)
+        prompts = params.get("prompts")
+        valid = isinstance(prompts, list) and 1 <= len(prompts) <= MAX_SUGGESTED_PROMPTS
+        if not valid or not all(isinstance(p, dict) and p.get("title") and p.get("message") for p in prompts or []):
+            raise _ApiError("invalid_arguments")
+        thread["prompts"] = {"title": params.get("title"), "prompts": copy.deepcopy(prompts)}
+        return {}
+
+    def _assistant_set_title(self, params: JSON, token: str) -> JSON:
+        thread = self._assistant_thread_locked(params)
+        title = params.get("title")
+        if not isinstance(title, str) or not title:
+            raise _ApiError("invalid_arguments")
+        thread["title"] = title
+        return {}
+
+    def _apps_connections_open(self, params: JSON, token: str) -> JSON:
+        if self.socket_url is None:
+            raise _ApiError("not_allowed")
+        return {"url": self.socket_url()}
 
     def _views_publish(self, params: JSON, token: str) -> JSON:
         user_id = str(params.get("user_id") or "")
@@ -1550,6 +1802,20 @@ class SlackDriver:
             event["view"] = view
         return self.envelope(event)
 
+    def build_assistant_thread_started(self, user: str, channel: str, thread_ts: str) -> JSON:
+        """What Slack sends when `user` opens the app from the top bar (the thread exists in the fake)."""
+        event: JSON = {
+            "type": "assistant_thread_started",
+            "assistant_thread": {
+                "user_id": user,
+                "context": {"channel_id": None, "team_id": self.team_id, "enterprise_id": None},
+                "channel_id": channel,
+                "thread_ts": thread_ts,
+            },
+            "event_ts": self.next_ts(),
+        }
+        return self.envelope(event)
+
     def build_url_verification(self, challenge: str = "fake-challenge") -> JSON:
         return {"token": self.verification_token, "challenge": challenge, "type": "url_verification"}
 
@@ -1668,6 +1934,14 @@ class SlackDriver:
         self._record(channel, envelope)
         return await self.send_event(envelope, **opts)
 
+    async def assistant_thread_started(self, user: str, **opts: Unpack[SendOptions]) -> tuple[str, str, DriverReply]:
+        """The user opens a new assistant thread; returns (DM channel, thread_ts, the bot's HTTP answer)."""
+        if self.fake is None:
+            raise RuntimeError("assistant threads need the fake workspace")
+        channel, thread_ts = self.fake.open_assistant_thread(user)
+        sent = await self.send_event(self.build_assistant_thread_started(user, channel, thread_ts), **opts)
+        return channel, thread_ts, sent
+
     async def app_home_opened(self, user: str, **opts: Unpack[SendOptions]) -> DriverReply:
         return await self.send_event(self.build_app_home_opened(user), **opts)
 
@@ -1761,6 +2035,11 @@ class SlackDriver:
         if "text" in element:
             action["text"] = element["text"]
         chosen = value if value is not None else element.get("value")
+        if element.get("type") == "feedback_buttons":
+            # One element, two buttons: `value` says which was clicked ("positive" unless "negative"), and
+            # the payload carries that button's value, as Slack sends it.
+            side = "negative_button" if value == "negative" else "positive_button"
+            chosen = element[side]["value"]
         if chosen is not None:
             action["value"] = chosen
         if "style" in element:

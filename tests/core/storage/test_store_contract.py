@@ -24,6 +24,7 @@ from core.domain import (
     Role,
     Status,
     ThreadKey,
+    VoteCounts,
 )
 from core.storage import rows
 from core.storage.errors import StoreUnavailableError
@@ -663,6 +664,46 @@ async def test_forget_user(store: OpenableStore) -> None:
     assert await store.get_conversation(on_discord.id) == on_discord
 
     assert await store.forget_user(platform=SLACK, user_id="U1") == 0
+
+
+# -- votes on answers -------------------------------------------------------------------------------------
+
+
+async def test_one_vote_per_person_and_answer_and_a_new_vote_replaces_it(
+    store: OpenableStore, clock: ManualClock
+) -> None:
+    conversation = await new_conversation(store)
+    other = await new_conversation(store, "t2")
+    start = clock.now()
+
+    async def vote(voter: str, helpful: bool, answer: str = "1.1", cid: int = conversation.id) -> bool:
+        return await store.record_answer_vote(conversation_id=cid, answer_id=answer, voter_id=voter, helpful=helpful)
+
+    assert await vote("U1", True)
+    assert not await vote("U1", True)  # clicking again changes nothing
+    assert await vote("U2", True)
+    assert await vote("U1", True, answer="1.2")  # another answer, another vote
+    assert await vote("U1", True, cid=other.id, answer="1.1")
+    assert (await store.answer_votes(since=start)).helpful == 4
+    assert await vote("U2", False)  # changed their mind: the vote is replaced, not added
+    counts = await store.answer_votes(since=start)
+    assert (counts.helpful, counts.not_helpful) == (3, 1)
+
+    clock.advance(days=2)
+    assert await store.answer_votes(since=clock.now()) == VoteCounts()
+    assert await vote("U3", False)
+    assert await store.answer_votes(since=clock.now()) == VoteCounts(helpful=0, not_helpful=1)
+
+
+async def test_forgetting_a_user_removes_their_votes_on_that_platform(store: OpenableStore) -> None:
+    slack = await new_conversation(store)
+    discord = await new_conversation(store, platform="discord")
+    for cid in (slack.id, discord.id):
+        await store.record_answer_vote(conversation_id=cid, answer_id="a", voter_id="U9", helpful=True)
+    await store.record_answer_vote(conversation_id=slack.id, answer_id="a", voter_id="U8", helpful=True)
+    await store.forget_user(platform=SLACK, user_id="U9")
+    since = slack.created_at - timedelta(days=1)
+    assert await store.answer_votes(since=since) == VoteCounts(helpful=2, not_helpful=0)  # U8, and U9 on Discord
 
 
 async def test_purge_text_redacts_old_text_but_keeps_audit(store: OpenableStore, clock: ManualClock) -> None:
