@@ -67,6 +67,8 @@ class SlackConversations:
         # Most channel messages are not in any conversation: skip them before any write or API call.
         if not message.may_start and await self._service.find_conversation(message.key) is None:
             return
+        # Looked up while the event is claimed: users.info is not waited for after that unless it is slow.
+        self._names.prefetch(message.user)
         # Slack redelivers an event it thinks we missed; a post already handled must not be answered again.
         if not await self._store.claim_event(source=EVENT_SOURCE, event_id=event_id):
             return
