@@ -75,6 +75,7 @@ class Environment:
     slack_signing_secret: str | None = field(default=None, repr=False)
     slack_app_token: str | None = field(default=None, repr=False)
     slack_api_url: str | None = None
+    slack_app_id: str | None = None
     discord_token: str | None = field(default=None, repr=False)
     discord_api_url: str | None = None
     discord_gateway_url: str | None = None
@@ -101,6 +102,7 @@ class Environment:
             slack_signing_secret=text("SLACK_SIGNING_SECRET"),
             slack_app_token=text("SLACK_APP_TOKEN"),
             slack_api_url=text("SLACK_API_URL"),
+            slack_app_id=text("SLACK_APP_ID"),
             discord_token=text("DISCORD_TOKEN"),
             discord_api_url=text("DISCORD_API_URL"),
             discord_gateway_url=text("DISCORD_GATEWAY_URL"),

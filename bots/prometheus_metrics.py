@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
@@ -31,6 +31,24 @@ class PrometheusMetrics:
             "lastresort_audit_events", "Audit events by kind and reason", ["kind", "reason"], registry=r
         )
         self.errors = Counter("lastresort_errors", "Errors by kind", ["kind"], registry=r)
+        self.deferred = Counter(
+            "lastresort_messages_deferred",
+            "Messages not stored yet, left for the platform (or a queue) to deliver again",
+            ["platform", "reason"],
+            registry=r,
+        )
+        self.redelivered = Counter(
+            "lastresort_messages_redelivered", "Message deliveries that were redeliveries", ["platform"], registry=r
+        )
+        self.given_up = Counter(
+            "lastresort_messages_given_up",
+            "Messages lost: not stored, and nobody will deliver them again",
+            ["platform", "reason"],
+            registry=r,
+        )
+        self.store_up = Gauge("lastresort_store_up", "1 while the database answers, 0 while it does not", registry=r)
+        # Up until a check says otherwise: the process only starts once its store has opened.
+        self.store_up.set(1)
 
     def observe_message(self, platform: str) -> None:
         self.messages.labels(platform=platform).inc()
@@ -52,6 +70,18 @@ class PrometheusMetrics:
     def watch_statements(self, counter: StatementCounter) -> None:
         """What the store sent to its database (only when LASTRESORT_COUNT_STATEMENTS=1, for `make bench`)."""
         self.registry.register(_StatementCollector(counter))
+
+    def observe_deferred(self, platform: str, reason: str) -> None:
+        self.deferred.labels(platform=platform, reason=reason[:40]).inc()
+
+    def observe_redelivered(self, platform: str) -> None:
+        self.redelivered.labels(platform=platform).inc()
+
+    def observe_given_up(self, platform: str, reason: str) -> None:
+        self.given_up.labels(platform=platform, reason=reason[:40]).inc()
+
+    def set_store_up(self, up: bool) -> None:
+        self.store_up.set(1 if up else 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -12,6 +12,7 @@ from core.claude_client import ClaudeClient
 from core.clock import SystemClock
 from core.metrics import Metrics, NullMetrics
 from core.ports import Clock, ModelClient, Store
+from core.readiness import Readiness, StoreWatch
 from core.service import ConversationService
 from core.settings import Settings
 from core.storage.factory import open_store
@@ -52,6 +53,13 @@ class Runtime:
     locks: ThreadLocks
     work: WorkTracker
     shutdown: Shutdown = field(default_factory=Shutdown)
+    readiness: Readiness = field(default_factory=Readiness)
+    # Pings the store in the background (the supervisor starts it); intake reports failed writes into it.
+    store_watch: StoreWatch | None = None
+
+    def store_failed(self, reason: str) -> None:
+        if self.store_watch is not None:
+            self.store_watch.report_down(reason)
 
 
 def build_model_client(env: Environment, settings: Settings) -> ClaudeClient:
@@ -96,7 +104,20 @@ async def open_runtime(
             service, locks = build_service(
                 store=store, model=model, settings=settings, clock=clock, metrics=used_metrics
             )
-            yield Runtime(env, settings, store, service, clock, used_metrics, locks, WorkTracker())
+            readiness = Readiness()
+            watch = StoreWatch(store.ping, readiness, metrics=used_metrics)
+            yield Runtime(
+                env,
+                settings,
+                store,
+                service,
+                clock,
+                used_metrics,
+                locks,
+                WorkTracker(),
+                readiness=readiness,
+                store_watch=watch,
+            )
         finally:
             await store.close()
     finally:

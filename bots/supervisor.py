@@ -86,12 +86,14 @@ async def run_adapters(env: Environment, settings: Settings) -> int:
             metrics.watch_statements(counter)
         adapters = build_adapters(runtime)
         app = web.Application()
-        app.add_routes(health_routes(metrics))
+        app.add_routes(health_routes(metrics, runtime.readiness))
         http_routes = [route for adapter in adapters for route in adapter.routes()]
         app.add_routes(http_routes)
         port = env.port if env.port is not None else (DEFAULT_SLACK_PORT if http_routes else None)
         runner = await _serve(app, port) if port is not None else None
         sweeper = asyncio.create_task(retention_sweeps(runtime))
+        if runtime.store_watch is not None:
+            runtime.store_watch.start()
         try:
             for adapter in adapters:
                 try:
@@ -117,6 +119,8 @@ async def run_adapters(env: Environment, settings: Settings) -> int:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            if runtime.store_watch is not None:
+                await runtime.store_watch.stop()
             for adapter in reversed(adapters):
                 try:
                     async with asyncio.timeout(3):

@@ -128,6 +128,17 @@ class AuditEvent:
     id: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A reply being written, already visible on the platform: where it is, and the message it answers.
+    Remembered so that one left by a process that died is taken back when that message is answered."""
+
+    conversation_id: int
+    message_id: int
+    place: str
+    ts: str
+
+
 class AuditKind(StrEnum):
     WARNING_RECORDED = "warning_recorded"
     WARNING_REFUSED = "warning_refused"

@@ -1,4 +1,4 @@
-"""The metrics port. The Prometheus implementation lives with the web server (bots/metrics_http.py)."""
+"""The metrics port. The Prometheus implementation lives with the web server (bots/prometheus_metrics.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,12 @@ class Metrics(Protocol):
     def observe_model_call(self, seconds: float, usage: Usage) -> None: ...
     def observe_event(self, kind: str, reason: str) -> None: ...
     def observe_error(self, kind: str) -> None: ...
+    # Durable intake: a message not stored yet is deferred (the platform, or our queue, delivers it again),
+    # a redelivery arrives, or it is given up (lost: nobody will deliver it again).
+    def observe_deferred(self, platform: str, reason: str) -> None: ...
+    def observe_redelivered(self, platform: str) -> None: ...
+    def observe_given_up(self, platform: str, reason: str) -> None: ...
+    def set_store_up(self, up: bool) -> None: ...
 
 
 class NullMetrics:
@@ -25,4 +31,16 @@ class NullMetrics:
         pass
 
     def observe_error(self, kind: str) -> None:
+        pass
+
+    def observe_deferred(self, platform: str, reason: str) -> None:
+        pass
+
+    def observe_redelivered(self, platform: str) -> None:
+        pass
+
+    def observe_given_up(self, platform: str, reason: str) -> None:
+        pass
+
+    def set_store_up(self, up: bool) -> None:
         pass

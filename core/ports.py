@@ -12,6 +12,7 @@ from core.domain import (
     JSON,
     AuditEvent,
     Conversation,
+    Draft,
     EndReason,
     NewMessage,
     PendingConfirmation,
@@ -191,6 +192,16 @@ class UsageStore(Protocol):
     async def usage(self, *, scope: str, day: str) -> int: ...
 
 
+class DraftStore(Protocol):
+    async def remember_draft(self, draft: Draft) -> None: ...
+    async def orphan_drafts(self, conversation_id: int) -> list[Draft]:
+        """Drafts in the conversation whose message is still unanswered. Asked by whoever holds the thread's
+        lease: no live answerer can own them, so they are left over from a process that stopped."""
+        ...
+
+    async def forget_draft(self, *, conversation_id: int, ts: str) -> None: ...
+
+
 class Store(
     ConversationStore,
     MessageStore,
@@ -202,6 +213,7 @@ class Store(
     LeaseStore,
     PrivacyStore,
     UsageStore,
+    DraftStore,
     Protocol,
 ):
     """Everything the service needs from one database. Backends run the same contract tests."""

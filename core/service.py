@@ -4,6 +4,7 @@ returns outcomes for the adapters to render. The model proposes; this module dec
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -71,6 +72,15 @@ class InboundMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class Received:
+    """A message stored and waiting for its answer."""
+
+    conversation: Conversation
+    message: StoredMessage
+    budget_scope: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class BranchSource:
     conversation: Conversation
     message: StoredMessage
@@ -132,6 +142,15 @@ class ConversationService:
 
     async def handle_message(self, message: InboundMessage, on_text: TextSink | None = None) -> Outcome:
         """Answer one user message. Posts in ended conversations never reach the model."""
+        received = await self.receive(message)
+        if not isinstance(received, Received):
+            return received
+        return await self.answer_received(received, on_text)
+
+    async def receive(self, message: InboundMessage) -> Received | Outcome:
+        """Take a message in: stored (unanswered, under its platform id) or an outcome saying why not.
+        Adapters whose platform redelivers acknowledge only after this returns, so that a message is
+        either stored or redelivered, never lost in between."""
         conversation = await self._store.find_conversation(message.key)
         if conversation is None:
             if not message.may_start:
@@ -160,14 +179,25 @@ class ConversationService:
         if stored is None:
             return Ignored("duplicate")
         self._metrics.observe_message(message.key.platform)
-        return await self._answer_locked(conversation, stored, on_text, message.budget_scope)
+        return Received(conversation, stored, message.budget_scope)
 
-    async def answer_pending(self, message: StoredMessage, on_text: TextSink | None = None) -> Outcome:
-        """Answer a stored message nobody answered (its process died): recovery after a crash."""
+    async def answer_received(self, received: Received, on_text: TextSink | None = None) -> Outcome:
+        return await self._answer_locked(received.conversation, received.message, on_text, received.budget_scope)
+
+    async def answer_pending(
+        self,
+        message: StoredMessage,
+        on_text: TextSink | None = None,
+        *,
+        under_lease: Callable[[], Awaitable[None]] | None = None,
+    ) -> Outcome:
+        """Answer a stored message nobody answered yet (just taken in, or its process died). `under_lease`
+        runs once the thread is held, before the model is called: what only the thread's holder may do
+        (an adapter removing drafts a stopped process left)."""
         conversation = await self._store.get_conversation(message.conversation_id)
         if conversation is None:
             return Ignored("gone")
-        return await self._answer_locked(conversation, message, on_text, None)
+        return await self._answer_locked(conversation, message, on_text, None, under_lease)
 
     async def unanswered(self, *, platform: str, older_than_seconds: float) -> list[StoredMessage]:
         """The newest unanswered message of each conversation on `platform` whose process never answered
@@ -189,9 +219,12 @@ class ConversationService:
         trigger: StoredMessage,
         on_text: TextSink | None,
         budget_scope: str | None,
+        under_lease: Callable[[], Awaitable[None]] | None = None,
     ) -> Outcome:
         try:
             async with self._locks.hold(conversation.key):
+                if under_lease is not None:
+                    await under_lease()
                 return await self._turns.answer(conversation.id, trigger, on_text, budget_scope)
         except LeaseTimeoutError:
             # The message is stored and unanswered: the next answer in this thread includes it.
@@ -348,6 +381,9 @@ class ConversationService:
 
     async def find_conversation(self, key: ThreadKey) -> Conversation | None:
         return await self._store.find_conversation(key)
+
+    async def find_message(self, *, platform: str, platform_message_id: str) -> StoredMessage | None:
+        return await self._store.find_by_platform_id(platform=platform, platform_message_id=platform_message_id)
 
     async def latest_conversation(self, *, platform: str, place: str) -> Conversation | None:
         return await self._store.latest_conversation(platform=platform, place=place)

@@ -125,7 +125,9 @@ class SlackAssistant:
         conversation = await self._service.find_conversation(message.key)
         if conversation is None:
             return True
-        return not await self._service.user_messages(conversation_id=conversation.id, author_id=message.user)
+        # The message itself is stored before the ack (durable intake), so the first one finds itself only.
+        mine = await self._service.user_messages(conversation_id=conversation.id, author_id=message.user)
+        return len(mine) <= 1
 
     @staticmethod
     async def _quietly(call: Awaitable[Any]) -> None:

@@ -1,9 +1,12 @@
 """The Slack adapter: a Bolt app that brings Slack events to the core and the core's outcomes to Slack.
 
 HTTP mode (the `web` process): Slack POSTs events, slash commands and button clicks to /slack/events;
-Bolt verifies the signature (forged or stale requests get 401) and acknowledges before our listener runs
-(`process_before_response=False`), so Slack always has its answer within 3 s. Socket Mode (local
-development, a `worker` process) is used instead when SLACK_APP_TOKEN is set.
+`bots/slack/http.py` checks them at the edge (signature on the raw bytes, workspace and app, event type)
+before Bolt sees them. A person's message is stored before it is acknowledged (`_take_in`, a middleware
+that runs before Bolt's ack): Slack gets 200 only for a message that is stored, and 503 (so it redelivers)
+when the database cannot take it within the ack budget. The answer runs after the ack
+(`process_before_response=False`). Socket Mode (local development, a `worker` process) is used instead
+when SLACK_APP_TOKEN is set.
 
 The listeners here only translate and delegate: conversations (messages, edits), buttons, the slash
 command and the App Home each live in their own module.
@@ -11,6 +14,7 @@ command and the App Home each live in their own module.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from enum import Enum
@@ -19,6 +23,7 @@ from typing import Any, Protocol
 import aiohttp
 from aiohttp import web
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -36,8 +41,8 @@ from bots.slack.buttons import Click, SlackButtons, click_from
 from bots.slack.commands import RESTARTING, SlashCommands
 from bots.slack.conversations import SlackConversations
 from bots.slack.home import SlackHome
-from bots.slack.http import events_handler
-from bots.slack.inbound import PLATFORM, user_edit, user_message
+from bots.slack.http import Installation, events_handler
+from bots.slack.inbound import PLATFORM, SlackMessage, user_edit, user_message
 from bots.slack.moderators import SlackModerators
 from bots.slack.render import (
     ACTION_ANSWER_FEEDBACK,
@@ -50,6 +55,8 @@ from bots.slack.render import (
 from bots.slack.replies import DEFAULT_UPDATE_INTERVAL
 from bots.slack.users import UserNames
 from bots.slack.votes import answer_vote
+from core.outcomes import Outcome
+from core.service import Received
 from core.work_tracker import ShuttingDownError
 
 log = logging.getLogger(__name__)
@@ -63,6 +70,12 @@ TOKEN_REJECTED = frozenset({"invalid_auth", "not_authed", "account_inactive", "t
 # slack_sdk's own default per call.
 WEB_API_TIMEOUT_SECONDS = 30
 FAILED = "Something went wrong, so this may not have worked. Please try again."
+# Slack wants an answer within 3 s; the message must be stored by then, with margin for the network.
+INTAKE_SECONDS = 2.0
+# Slack retries a failed delivery three times (after about 0 s, 1 min and 5 min), then drops it.
+SLACK_LAST_RETRY = 3
+TAKEN = "lastresort_taken"
+RETRY = "lastresort_retry"
 
 
 class SocketConnection(Protocol):
@@ -136,6 +149,8 @@ class SlackAdapter:
             interval_seconds=runtime.settings.recovery.interval_seconds,
         )
         self._socket: SocketConnection | None = None
+        self._installation = Installation(app_id=runtime.env.slack_app_id)
+        self._late: set[asyncio.Future[Received | Outcome]] = set()
         self._register()
 
     @property
@@ -148,8 +163,21 @@ class SlackAdapter:
 
     # -- lifecycle --------------------------------------------------------------------------------
 
+    @property
+    def installation(self) -> Installation:
+        return self._installation
+
     def routes(self) -> list[web.RouteDef]:
-        return [] if self.socket_mode else [events_handler(self._app)]
+        if self.socket_mode:
+            return []
+        return [
+            events_handler(
+                self._app,
+                signing_secret=self._env.slack_signing_secret or "",
+                installation=self._installation,
+                on_revoked=self._on_revoked,
+            )
+        ]
 
     async def start(self) -> None:
         await self._check_token()
@@ -173,21 +201,58 @@ class SlackAdapter:
             await self._session.close()
 
     async def _check_token(self) -> None:
-        """Fail at start-up on a token Slack rejects, rather than on the first message."""
+        """Fail at start-up on a token Slack rejects, rather than on the first message; learn which
+        workspace and app this is, so that the edge can refuse requests for any other."""
         try:
-            identity = await self._client.auth_test()
-            self._conversations.team_id = str(identity.get("team_id") or "") or None
+            auth = await self._client.auth_test()
+            self._conversations.team_id = str(auth.get("team_id") or "") or None
         except SlackApiError as exc:
             error = str(exc.response.get("error"))
             if error in TOKEN_REJECTED:
                 raise RuntimeError(f"Slack rejected SLACK_BOT_TOKEN: {error}") from exc
             log.warning("slack auth.test failed; continuing", extra={"error": error})
+            return
+        installation = self._installation
+        installation.team_id = _text(auth.get("team_id"))
+        installation.bot_user_id = _text(auth.get("user_id"))
+        bot_id = _text(auth.get("bot_id"))
+        if installation.app_id is None and bot_id is not None:
+            try:
+                info = await self._client.bots_info(bot=bot_id)
+                bot = info.get("bot")
+                installation.app_id = _text(bot.get("app_id")) if isinstance(bot, dict) else None
+            except SlackApiError as exc:
+                log.warning("slack bots.info failed; set SLACK_APP_ID", extra={"error": exc.response.get("error")})
+        log.info("slack installation", extra={"team": installation.team_id, "app": installation.app_id})
+
+    async def _on_revoked(self, body: dict[str, Any]) -> None:
+        """app_uninstalled, or tokens_revoked naming our bot: stop calling Slack for this workspace."""
+        event = body.get("event") or {}
+        kind = str(event.get("type"))
+        if kind == "tokens_revoked":
+            tokens = event.get("tokens") or {}
+            bots = tokens.get("bot") if isinstance(tokens, dict) else None
+            mine = self._installation.bot_user_id
+            if not isinstance(bots, list) or not bots or (mine is not None and mine not in bots):
+                log.info("slack tokens revoked for other users; ours still holds")
+                return
+        if self._installation.revoked:
+            return
+        self._installation.revoked = True
+        self._runtime.readiness.report("slack", ready=False, reason=kind)
+        log.error(
+            "slack app removed from the workspace: no more calls to Slack for it",
+            extra={"event_type": kind, "team": body.get("team_id")},
+        )
+        await self._recovery.stop()
 
     # -- wiring -----------------------------------------------------------------------------------
 
     def _register(self) -> None:
         app = self._app
         app.middleware(self._refuse_while_draining)
+        # Before the assistant's middleware: its threads' messages are stored before the ack too.
+        app.middleware(self._take_in)
         # The assistant container (Agents & AI Apps): after the draining check, before the listeners.
         assistant = EditsPassAssistant()
         assistant.thread_started(self._on_assistant_thread_started)
@@ -223,6 +288,55 @@ class SlackAdapter:
             return BoltResponse(status=503, body="")
         return BoltResponse(status=200, body=RESTARTING)
 
+    async def _take_in(
+        self,
+        body: dict[str, Any],
+        context: AsyncBoltContext,
+        request: AsyncBoltRequest,
+        next: Callable[[], Awaitable[None]],
+    ) -> BoltResponse | None:
+        """Store a person's message before Bolt acknowledges it; 503 (Slack redelivers) if the store
+        cannot take it within the ack budget. Never 200 for a message that is not stored."""
+        message = _message_in(body, context.bot_user_id)
+        if message is None or self._installation.revoked:
+            await next()
+            return None
+        retry = _retry_num(request)
+        context[RETRY] = retry
+        if retry:
+            self._runtime.metrics.observe_redelivered(PLATFORM)
+        # Not cancelled at the deadline: a cancelled write can leave a connection mid-transaction. A write
+        # that lands late is found stored by Slack's redelivery (or by recovery) and answered then.
+        storing = asyncio.ensure_future(self._conversations.take_in(message))
+        try:
+            context[TAKEN] = await asyncio.wait_for(asyncio.shield(storing), INTAKE_SECONDS)
+        except Exception as exc:
+            if not storing.done():
+                self._late.add(storing)
+                storing.add_done_callback(self._late_done)
+            reason = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+            self._runtime.store_failed(reason)
+            if retry >= SLACK_LAST_RETRY:
+                self._runtime.metrics.observe_given_up(PLATFORM, reason)
+                log.error(
+                    "message lost: not stored on Slack's last delivery",
+                    extra={"reason": reason, "retry": retry, "channel": message.channel},
+                )
+            else:
+                self._runtime.metrics.observe_deferred(PLATFORM, reason)
+                log.warning(
+                    "message not stored; Slack will redeliver",
+                    extra={"reason": reason, "retry": retry, "channel": message.channel},
+                )
+            return BoltResponse(status=503, body="")
+        await next()
+        return None
+
+    def _late_done(self, task: asyncio.Future[Received | Outcome]) -> None:
+        self._late.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.info("a late write failed too", extra={"error": type(task.exception()).__name__})
+
     async def _run(self, what: str, work: Callable[[], Awaitable[None]]) -> Done:
         """Run one piece of work counted as in flight, so that shutdown waits for it to finish."""
         try:
@@ -254,10 +368,11 @@ class SlackAdapter:
         self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext, *, addressed: bool
     ) -> None:
         message = user_message(event, context.bot_user_id, addressed=addressed)
-        if message is None:
+        taken: Received | Outcome | None = context.get(TAKEN)
+        if message is None or taken is None:
             return
-        event_id = str(body.get("event_id") or "")
-        await self._run("message", lambda: self._conversations.on_message(message, event_id=event_id))
+        redelivered = bool(context.get(RETRY))
+        await self._run("message", lambda: self._conversations.answer(message, taken, redelivered=redelivered))
 
     async def _on_edit(self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext) -> None:
         edit = user_edit(event, context.bot_user_id)
@@ -276,12 +391,13 @@ class SlackAdapter:
         self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
     ) -> None:
         message = user_message(event, context.bot_user_id, addressed=False)
-        if message is None:
+        taken: Received | Outcome | None = context.get(TAKEN)
+        if message is None or taken is None:
             return
-        event_id = str(body.get("event_id") or "")
+        redelivered = bool(context.get(RETRY))
 
         async def answer() -> None:
-            await self._conversations.on_message(message, event_id=event_id)
+            await self._conversations.answer(message, taken, redelivered=redelivered)
 
         await self._run("assistant message", lambda: self._assistant.answering(message, answer))
 
@@ -352,3 +468,25 @@ class SlackAdapter:
     ) -> None:
         service = self._runtime.service
         await self._on_button(ack, body, action, respond, lambda click: answer_vote(service, click))
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _message_in(body: dict[str, Any], bot_user_id: str | None) -> SlackMessage | None:
+    """The person's message an event_callback carries, if it is one to store (edits are not)."""
+    if body.get("type") != "event_callback" or not isinstance(body.get("event"), dict):
+        return None
+    event = body["event"]
+    if event.get("type") == "app_mention":
+        return user_message(event, bot_user_id, addressed=True)
+    if event.get("type") == "message":
+        return user_message(event, bot_user_id)
+    return None
+
+
+def _retry_num(request: AsyncBoltRequest) -> int:
+    values = request.headers.get("x-slack-retry-num") or []
+    value = values[0] if values else ""
+    return int(value) if value.isdigit() else 0

@@ -11,12 +11,15 @@ from typing import Any
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack.conversations import SlackConversations
+from bots.slack.inbound import PLATFORM
 from bots.slack.render import escape, notice_post, resolved_confirmation_blocks
 from bots.slack.replies import post
+from core.domain import Conversation
 from core.outcomes import NotAllowed
 from core.service import ConversationService, feedback_text
 
 STALE = "This button no longer works."
+NOT_YOURS = "Only people who took part in this conversation can rate how it ended."
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,14 +90,31 @@ class SlackButtons:
             )
         return None
 
-    async def feedback(self, click: Click, *, helpful: bool) -> str:
+    async def _conversation_here(self, click: Click) -> Conversation | None:
+        """The conversation a button names, if it exists and lives where the button was clicked: a payload
+        naming another channel's conversation (or none at all) acts on nothing."""
         if click.number is None:
+            return None
+        conversation = await self._service.get_conversation(click.number)
+        if conversation is None or conversation.key.platform != PLATFORM or conversation.key.place != click.channel:
+            return None
+        return conversation
+
+    async def feedback(self, click: Click, *, helpful: bool) -> str:
+        conversation = await self._conversation_here(click)
+        if conversation is None:
             return STALE
+        if conversation.owner_id != click.user and not await self._service.user_messages(
+            conversation_id=conversation.id, author_id=click.user
+        ):
+            return NOT_YOURS
         recorded = await self._service.record_feedback(
-            conversation_id=click.number, actor_id=click.user, helpful=helpful
+            conversation_id=conversation.id, actor_id=click.user, helpful=helpful
         )
         return feedback_text(recorded)
 
     async def new_conversation(self, click: Click) -> str:
+        if await self._conversation_here(click) is None:
+            return STALE
         link = await self._conversations.start_fresh(channel=click.channel, user=click.user)
         return f"Your new conversation is ready: <{escape(link)}|open the thread> and write there, no mention needed."

@@ -5,20 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
 from typing import Protocol
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bots.slack.drafts import DraftKeeper, DraftStore
 from bots.slack.inbound import PLATFORM, SlackEdit, SlackMessage
 from bots.slack.render import branch_starter, fresh_starter, render_outcome, short_notice
 from bots.slack.replies import DEFAULT_UPDATE_INTERVAL, post, post_ephemeral
 from bots.slack.streaming import StreamedReply
 from bots.slack.users import UserNames
-from core.domain import StoredMessage, ThreadKey
+from core.domain import Conversation, StoredMessage, ThreadKey
 from core.outcomes import AlreadyEnded, Ignored, NotAllowed, Outcome, Rejected
-from core.service import ConversationService, InboundMessage
+from core.service import ConversationService, InboundMessage, Received
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +26,12 @@ EVENT_SOURCE = "slack"
 # A second namespace in the same dedupe table: one Slack post gets at most one private note, although
 # Slack reports a mention twice (app_mention and message) and the core stores nothing for such posts.
 NOTE_SOURCE = "slack-note"
+# The name goes into the stored message, and storing happens before Slack's 3 s acknowledgement deadline.
+NAME_BUDGET_SECONDS = 0.5
 INTERRUPTED = "_This answer was interrupted by a restart. It will be answered again in a moment._"
 
 
-class SlackStore(Protocol):
+class SlackStore(DraftStore, Protocol):
     """What the adapter needs from the store directly (everything else goes through the service)."""
 
     async def claim_event(self, *, source: str, event_id: str) -> bool: ...
@@ -63,48 +65,100 @@ class SlackConversations:
             min_interval=self._update_interval,
         )
 
-    async def on_message(self, message: SlackMessage, *, event_id: str) -> None:
+    async def take_in(self, message: SlackMessage) -> Received | Outcome:
+        """Store the message (or learn that it need not be): runs before Slack gets its acknowledgement,
+        so it must be quick; whatever raises here means "not stored", and Slack is asked to redeliver."""
         # Most channel messages are not in any conversation: skip them before any write or API call.
         if not message.may_start and await self._service.find_conversation(message.key) is None:
-            return
-        # Looked up while the event is claimed: users.info is not waited for after that unless it is slow.
-        self._names.prefetch(message.user)
-        # Slack redelivers an event it thinks we missed; a post already handled must not be answered again.
-        if not await self._store.claim_event(source=EVENT_SOURCE, event_id=event_id):
-            return
-        writer = self._writer(channel=message.channel, thread_ts=message.thread_ts, user=message.user)
+            return Ignored("not_a_conversation")
         inbound = InboundMessage(
             key=message.key,
             author_id=message.user,
-            author_name=await self._names.name_of(message.user),
+            author_name=await self._name_quickly(message.user),
             text=message.text,
             platform_message_id=message.platform_message_id,
             may_start=message.may_start,
             budget_scope=message.channel,
         )
-        outcome = await self._answering(writer, self._service.handle_message(inbound, writer.on_text))
-        if await self._first_note(outcome, message.platform_message_id):
-            await writer.finish(render_outcome(outcome))
+        # The platform message id is the dedupe key: a redelivery (or the app_mention/message pair Slack
+        # sends for one mention) finds it stored and comes back Ignored("duplicate").
+        return await self._service.receive(inbound)
 
-    async def _answering(self, writer: StreamedReply, answer: Awaitable[Outcome]) -> Outcome:
+    async def _name_quickly(self, user: str) -> str | None:
         try:
-            return await answer
-        except asyncio.CancelledError:
-            # Cut short by a shutdown: the message stays stored and unanswered, and another instance
-            # answers it; meanwhile the draft must not show half a reply as if it were the answer.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(writer.abandon(short_notice(INTERRUPTED)))
-            raise
+            async with asyncio.timeout(NAME_BUDGET_SECONDS):
+                return await self._names.name_of(user)
+        except TimeoutError:
+            return None
+
+    async def answer(self, message: SlackMessage, taken: Received | Outcome, *, redelivered: bool = False) -> None:
+        """After the acknowledgement: answer what `take_in` stored, or say why not."""
+        if isinstance(taken, Received):
+            await self._answer_stored(taken.message, taken.conversation, user=message.user)
+            return
+        if isinstance(taken, Ignored) and taken.reason == "duplicate" and redelivered:
+            # Slack redelivers when it missed our answer, which may have been a 503 sent just after the store
+            # committed: answer it now if nobody has (the thread's lease keeps this to one answer).
+            stored = await self._service.find_message(
+                platform=PLATFORM, platform_message_id=message.platform_message_id
+            )
+            if stored is not None and not stored.answered:
+                await self.answer_unanswered(stored)
+            return
+        if isinstance(taken, Ignored):
+            return
+        if await self._first_note(taken, message.platform_message_id):
+            writer = self._writer(channel=message.channel, thread_ts=message.thread_ts, user=message.user)
+            await writer.finish(render_outcome(taken))
 
     async def answer_unanswered(self, message: StoredMessage) -> None:
         """Answer, in its thread, a message that a stopped process took in but never answered."""
-        conversation = await self._service.get_conversation(message.conversation_id)
+        await self._answer_stored(message, None, user=message.author_id)
+
+    async def _answer_stored(
+        self, message: StoredMessage, conversation: Conversation | None, *, user: str | None
+    ) -> None:
+        """One answer in the message's thread, its draft remembered until the final posts are in place."""
+        if conversation is None:
+            conversation = await self._service.get_conversation(message.conversation_id)
         if conversation is None or conversation.key.platform != PLATFORM:
             return
         key = conversation.key
-        writer = self._writer(channel=key.place, thread_ts=key.thread, user=message.author_id or conversation.owner_id)
-        outcome = await self._answering(writer, self._service.answer_pending(message, writer.on_text))
+        writer = self._writer(channel=key.place, thread_ts=key.thread, user=user or conversation.owner_id)
+        keeper = DraftKeeper(
+            self._client,
+            self._store,
+            writer,
+            conversation_id=conversation.id,
+            message_id=message.id,
+            channel=key.place,
+        )
+        try:
+            outcome = await self._service.answer_pending(message, keeper.on_text, under_lease=keeper.sweep)
+        except asyncio.CancelledError:
+            # Cut short by a shutdown: the message stays stored and unanswered, and another instance
+            # answers it; meanwhile the draft must not show half a reply as if it were the answer. It stays
+            # remembered, so that the answer replaces it.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(writer.abandon(short_notice(INTERRUPTED)))
+            await keeper.keep()
+            raise
+        except Exception:
+            # Failed (the database went away mid-answer): the message stays unanswered and recovery answers
+            # it later, so half a reply left here would become a second version of that answer.
+            await self._remove_draft(writer, key.place)
+            await keeper.done()
+            raise
         await writer.finish(render_outcome(outcome))
+        await keeper.done()
+
+    async def _remove_draft(self, writer: StreamedReply, channel: str) -> None:
+        try:
+            await writer.abandon(short_notice(INTERRUPTED))  # lets a draft still being posted land first
+            if writer.draft_ts is not None:
+                await self._client.chat_delete(channel=channel, ts=writer.draft_ts)
+        except Exception as exc:
+            log.warning("cannot remove an abandoned draft", extra={"error": type(exc).__name__})
 
     async def _first_note(self, outcome: Outcome, post_id: str) -> bool:
         """False for the second private note about the same post (the core stored nothing to dedupe on)."""

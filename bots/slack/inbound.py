@@ -15,6 +15,8 @@ PLATFORM = "slack"
 # Message subtypes that are still a person writing; every other subtype (joins, deletions, bot posts,
 # edits, which have their own listener) is not a message to answer.
 PERSON_SUBTYPES = frozenset({"thread_broadcast", "file_share"})
+# Slackbot's own posts ("You have been removed from #…", reminders) are system messages, not a person.
+SLACKBOT = "USLACKBOT"
 # Channel types where any message may start a conversation (a DM is addressed to the bot by definition).
 DIRECT_CHANNEL_TYPES = frozenset({"im"})
 
@@ -77,7 +79,11 @@ def platform_message_id(channel: str, ts: str) -> str:
 
 
 def _is_from_a_bot(event: dict[str, Any], bot_user_id: str | None) -> bool:
-    return bool(event.get("bot_id")) or event.get("subtype") == "bot_message" or event.get("user") == bot_user_id
+    return (
+        bool(event.get("bot_id"))
+        or event.get("subtype") == "bot_message"
+        or event.get("user") in (bot_user_id, SLACKBOT)
+    )
 
 
 def user_message(event: dict[str, Any], bot_user_id: str | None, *, addressed: bool = False) -> SlackMessage | None:

@@ -26,6 +26,7 @@ from asyncpg.pool import PoolConnectionProxy
 from core.domain import (
     AuditEvent,
     Conversation,
+    Draft,
     EndReason,
     NewMessage,
     PendingConfirmation,
@@ -110,6 +111,16 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 voted_at TIMESTAMPTZ NOT NULL,
                 PRIMARY KEY (conversation_id, answer_id, voter_id))""",
             "CREATE INDEX answer_votes_time ON answer_votes (voted_at)",
+        ),
+    ),
+    (
+        5,
+        (
+            """CREATE TABLE drafts (
+                conversation_id BIGINT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+                message_id BIGINT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+                place TEXT NOT NULL, ts TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL,
+                PRIMARY KEY (conversation_id, ts))""",
         ),
     ),
 )
@@ -507,6 +518,28 @@ class PostgresStore:
             conversation_id,
             up_to_seq,
         )
+
+    async def remember_draft(self, draft: Draft) -> None:
+        await self.pool.execute(
+            """INSERT INTO drafts (conversation_id, message_id, place, ts, created_at) VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (conversation_id, ts) DO UPDATE SET message_id = excluded.message_id""",
+            draft.conversation_id,
+            draft.message_id,
+            draft.place,
+            draft.ts,
+            self._now(),
+        )
+
+    async def orphan_drafts(self, conversation_id: int) -> list[Draft]:
+        found = await self.pool.fetch(
+            """SELECT d.* FROM drafts d JOIN messages m ON m.id = d.message_id
+               WHERE d.conversation_id = $1 AND NOT m.answered ORDER BY d.created_at""",
+            conversation_id,
+        )
+        return [Draft(r["conversation_id"], r["message_id"], r["place"], r["ts"]) for r in found]
+
+    async def forget_draft(self, *, conversation_id: int, ts: str) -> None:
+        await self.pool.execute("DELETE FROM drafts WHERE conversation_id = $1 AND ts = $2", conversation_id, ts)
 
     async def unanswered(self, *, older_than: datetime) -> list[StoredMessage]:
         found = await self.pool.fetch(

@@ -25,6 +25,7 @@ import aiosqlite
 from core.domain import (
     AuditEvent,
     Conversation,
+    Draft,
     EndReason,
     NewMessage,
     PendingConfirmation,
@@ -95,6 +96,16 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 answer_id TEXT NOT NULL, voter_id TEXT NOT NULL, helpful INTEGER NOT NULL, voted_at TEXT NOT NULL,
                 PRIMARY KEY (conversation_id, answer_id, voter_id))""",
             "CREATE INDEX answer_votes_time ON answer_votes (voted_at)",
+        ),
+    ),
+    (
+        5,
+        (
+            """CREATE TABLE drafts (
+                conversation_id INTEGER NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+                message_id INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+                place TEXT NOT NULL, ts TEXT NOT NULL, created_at TEXT NOT NULL,
+                PRIMARY KEY (conversation_id, ts))""",
         ),
     ),
 )
@@ -433,6 +444,24 @@ class SqliteStore:
             "UPDATE messages SET answered = 1 WHERE conversation_id = ? AND seq <= ? AND answered = 0",
             (conversation_id, up_to_seq),
         )
+
+    async def remember_draft(self, draft: Draft) -> None:
+        await self._write(
+            """INSERT INTO drafts (conversation_id, message_id, place, ts, created_at) VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT (conversation_id, ts) DO UPDATE SET message_id = excluded.message_id""",
+            (draft.conversation_id, draft.message_id, draft.place, draft.ts, self._now()),
+        )
+
+    async def orphan_drafts(self, conversation_id: int) -> list[Draft]:
+        found = await self._all(
+            """SELECT d.* FROM drafts d JOIN messages m ON m.id = d.message_id
+               WHERE d.conversation_id = ? AND m.answered = 0 ORDER BY d.created_at""",
+            (conversation_id,),
+        )
+        return [Draft(r["conversation_id"], r["message_id"], r["place"], r["ts"]) for r in found]
+
+    async def forget_draft(self, *, conversation_id: int, ts: str) -> None:
+        await self._write("DELETE FROM drafts WHERE conversation_id = ? AND ts = ?", (conversation_id, ts))
 
     async def unanswered(self, *, older_than: datetime) -> list[StoredMessage]:
         found = await self._all(

@@ -94,8 +94,9 @@ async def test_a_redelivered_event_is_not_answered_again(bot: Bot) -> None:
     await bot.idle()
     assert len(bot.replies(ts)) == 1
     assert bot.model_calls() == 1
-    # The event id is claimed in the database, so another instance would skip it too.
-    assert not await bot.runtime.store.claim_event(source="slack", event_id=first.payload["event_id"])
+    # The post is stored under its Slack id, so another instance would find it stored too.
+    stored = await bot.runtime.store.find_by_platform_id(platform="slack", platform_message_id=f"{CHANNEL}:{ts}")
+    assert stored is not None and stored.answered
 
 
 async def test_forged_and_stale_requests_are_refused(bot: Bot, slack: FakeSlack) -> None:
@@ -470,6 +471,49 @@ async def test_a_bare_mention_starts_a_conversation_that_the_thread_continues(bo
     await bot.say("what is a good name for a boat?", root)
     (reply,) = await bot.answered(root)
     assert "what is a good name for a boat?" in reply["text"]
+
+
+async def test_buttons_act_only_on_conversations_that_exist_where_they_are_clicked(bot: Bot, slack: FakeSlack) -> None:
+    from bots.slack.buttons import NOT_YOURS, STALE
+
+    first = await bot.mention("hello")
+    await bot.answered(first)
+    conversation = await bot.conversation(first)
+    assert conversation is not None
+    slack.add_channel("C0ELSEWHERE", "elsewhere")
+
+    def buttons(value: str) -> dict[str, object]:
+        ids = (ACTION_FEEDBACK_HELPFUL, ACTION_NEW_CONVERSATION, ACTION_CONFIRM_END)
+        elements = [
+            {"type": "button", "action_id": i, "value": value, "text": {"type": "plain_text", "text": i}} for i in ids
+        ]
+        return {
+            "ts": "1.000001",
+            "thread_ts": first,
+            "text": "b",
+            "blocks": [{"type": "actions", "elements": elements}],
+        }
+
+    async def click(value: str, action_id: str, user: str = ALICE, channel: str = CHANNEL) -> str:
+        before = len(slack.responses)
+        sent = await bot.driver.click(buttons(value), action_id, user, channel=channel)
+        assert sent.status == 200
+        await slack.wait_for_async(lambda: len(slack.responses) > before, timeout=10, what="a response")
+        return str(slack.responses[-1].body["text"])
+
+    real = str(conversation.id)
+    assert await click("987654", ACTION_FEEDBACK_HELPFUL) == STALE  # no such conversation
+    assert await click("not-a-number", ACTION_FEEDBACK_HELPFUL) == STALE
+    assert await click(real, ACTION_FEEDBACK_HELPFUL, channel="C0ELSEWHERE") == STALE  # not this channel's
+    assert await click(real, ACTION_FEEDBACK_HELPFUL, user=BOB) == NOT_YOURS  # never took part
+    since = datetime.now(UTC) - timedelta(minutes=5)
+    assert [e for e in await bot.runtime.store.events(since=since) if e.kind == "feedback"] == []
+    assert await click("987654", ACTION_NEW_CONVERSATION) == STALE
+    assert not [m for m in slack.bot_messages(CHANNEL) if "started a new conversation" in m["text"]]
+    assert await click("987654", ACTION_CONFIRM_END) == "This request is no longer available."
+    # The person who took part is heard.
+    assert await click(real, ACTION_FEEDBACK_HELPFUL) == FEEDBACK_THANKS
+    assert len([e for e in await bot.runtime.store.events(since=since) if e.kind == "feedback"]) == 1
 
 
 async def test_a_stream_cut_short_by_shutdown_leaves_a_note_instead_of_half_an_answer(

@@ -266,6 +266,7 @@ class FakeSlack:
         self._methods: dict[str, Callable[[JSON, str], JSON]] = {
             "api.test": self._api_test,
             "auth.test": self._auth_test,
+            "bots.info": self._bots_info,
             "chat.postMessage": self._chat_post_message,
             "chat.update": self._chat_update,
             "chat.postEphemeral": self._chat_post_ephemeral,
@@ -1191,6 +1192,21 @@ class FakeSlack:
         if user_id == self.bot_user_id:
             out["bot_id"] = self.bot_id
         return out
+
+    def _bots_info(self, params: JSON, token: str) -> JSON:
+        # Slack answers bot_not_found for an id it does not know; ours is the only bot in the workspace.
+        if params.get("bot") != self.bot_id:
+            raise _ApiError("bot_not_found")
+        return {
+            "bot": {
+                "id": self.bot_id,
+                "deleted": False,
+                "name": BOT_NAME,
+                "app_id": self.app_id,
+                "user_id": self.bot_user_id,
+                "icons": {},
+            }
+        }
 
     def _chat_post_message(self, params: JSON, token: str) -> JSON:
         channel = self._channel_locked(params)

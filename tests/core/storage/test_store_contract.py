@@ -19,6 +19,7 @@ from core.domain import (
     AuditEvent,
     AuditKind,
     Conversation,
+    Draft,
     EndReason,
     NewMessage,
     Role,
@@ -294,6 +295,37 @@ async def test_complete_turn_is_atomic(store: OpenableStore) -> None:
         await store.complete_turn(conversation_id=conversation.id, replies=turn, after_seq=1, answered_up_to_seq=1)
     assert await store.messages(conversation.id) == before
     assert before[0].answered is False
+
+
+async def test_drafts_of_unanswered_messages_are_orphans_until_forgotten(
+    store: OpenableStore, store_opener: StoreOpener
+) -> None:
+    conversation = await new_conversation(store)
+    other = await new_conversation(store, "t2")
+    first = await store.add_message(text(conversation.id, "one"))
+    second = await store.add_message(text(conversation.id, "two"))
+    elsewhere = await store.add_message(text(other.id, "three"))
+    assert first and second and elsewhere
+    assert await store.orphan_drafts(conversation.id) == []
+    await store.remember_draft(Draft(conversation.id, first.id, "C1", "100.1"))
+    await store.remember_draft(Draft(conversation.id, second.id, "C1", "100.2"))
+    await store.remember_draft(Draft(other.id, elsewhere.id, "C1", "100.3"))
+    # Remembered again for a later message (a draft carried over): one row, now for that message.
+    await store.remember_draft(Draft(conversation.id, second.id, "C1", "100.1"))
+    # Another instance (a restarted process) sees them.
+    again = await store_opener.open()
+    found = await again.orphan_drafts(conversation.id)
+    assert sorted(found, key=lambda d: d.ts) == [
+        Draft(conversation.id, second.id, "C1", "100.1"),
+        Draft(conversation.id, second.id, "C1", "100.2"),
+    ]
+    # Once their message is answered they are nobody's leftovers (a finished reply forgets its own).
+    await store.mark_answered(conversation_id=conversation.id, up_to_seq=second.seq)
+    assert await store.orphan_drafts(conversation.id) == []
+    assert await store.orphan_drafts(other.id) == [Draft(other.id, elsewhere.id, "C1", "100.3")]
+    await store.forget_draft(conversation_id=other.id, ts="100.3")
+    await store.forget_draft(conversation_id=other.id, ts="100.3")  # twice is fine
+    assert await store.orphan_drafts(other.id) == []
 
 
 async def test_mark_answered_and_exclude_message(store: OpenableStore) -> None:
