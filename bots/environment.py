@@ -84,6 +84,8 @@ class Environment:
     port: int | None = None
     log_level: str = "INFO"
     log_format: str = "json"
+    # `make bench` reads statements and transactions per message from /metrics; off in production.
+    count_statements: bool = False
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Environment:
@@ -109,6 +111,7 @@ class Environment:
             port=_port(env),
             log_level=_choice(env, "LOG_LEVEL", LOG_LEVELS, "INFO").upper(),
             log_format=_choice(env, "LOG_FORMAT", ("json", "text"), "json"),
+            count_statements=text("LASTRESORT_COUNT_STATEMENTS") == "1",
         )
 
     def missing_credentials(self, adapter: str) -> tuple[str, ...]:

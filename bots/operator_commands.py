@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 from collections import Counter
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ SLACK_SCOPES = (
     "users:read",
     "usergroups:read",
     "im:write",
+    "assistant:write",
 )
 
 # Application flags (discord.com/developers/docs/resources/application#application-object-application-flags):
@@ -268,6 +270,7 @@ async def check(env: Environment, out: TextIO) -> int:
     except ConfigError as exc:
         findings.append(Finding(False, "Configuration", str(exc)))
     findings.extend(_credential_findings(env))
+    _import_clients(env)
     probes = [_check_database(env)]
     if env.anthropic_api_key:
         probes.append(_check_anthropic(env, settings))
@@ -280,6 +283,15 @@ async def check(env: Environment, out: TextIO) -> int:
     for finding in findings:
         out.write(f"{'ok ' if finding.ok else 'BAD'}  {finding.what}: {finding.detail}\n")
     return 0 if all(f.ok for f in findings) else 2
+
+
+def _import_clients(env: Environment) -> None:
+    """Import the SDKs the probes use before any probe starts its clock: importing anthropic alone takes
+    seconds, and an import inside one probe blocks the event loop while the other probes' timeouts run."""
+    if env.anthropic_api_key:
+        importlib.import_module("core.claude_client")
+    if env.slack_bot_token:
+        importlib.import_module("slack_sdk.web.async_client")
 
 
 @dataclass(frozen=True)

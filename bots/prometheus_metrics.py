@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from core.ports import Usage
+from core.storage.statement_counter import StatementCounter
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -62,6 +67,10 @@ class PrometheusMetrics:
     def observe_error(self, kind: str) -> None:
         self.errors.labels(kind=kind).inc()
 
+    def watch_statements(self, counter: StatementCounter) -> None:
+        """What the store sent to its database (only when LASTRESORT_COUNT_STATEMENTS=1, for `make bench`)."""
+        self.registry.register(_StatementCollector(counter))
+
     def observe_deferred(self, platform: str, reason: str) -> None:
         self.deferred.labels(platform=platform, reason=reason[:40]).inc()
 
@@ -76,3 +85,12 @@ class PrometheusMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _StatementCollector(Collector):
+    def __init__(self, counter: StatementCounter) -> None:
+        self._counter = counter
+
+    def collect(self) -> Iterator[Metric]:
+        for name, value in self._counter.snapshot().items():
+            yield CounterMetricFamily(f"lastresort_store_{name}", f"Store {name.replace('_', ' ')}", value=value)

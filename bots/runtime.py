@@ -79,7 +79,7 @@ def build_service(
 ) -> tuple[ConversationService, ThreadLocks]:
     longest_reply = settings.model.max_total_wait_seconds
     locks = ThreadLocks(
-        store,
+        store if store.multi_instance else None,
         ttl_seconds=settings.recovery.lease_seconds,
         # Wait for one whole reply of another holder, plus the margin, before telling the user to retry.
         wait_seconds=longest_reply + LEASE_WAIT_MARGIN_SECONDS,
@@ -97,7 +97,8 @@ async def open_runtime(
     clock = SystemClock()
     model = build_model_client(env, settings)
     try:
-        store = await open_store(env.database_url, clock=clock)
+        await model.warm_up()
+        store = await open_store(env.database_url, clock=clock, count_statements=env.count_statements)
         try:
             used_metrics = metrics or NullMetrics()
             service, locks = build_service(

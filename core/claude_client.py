@@ -3,30 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import anthropic
+import httpx2
+from anthropic.types import RawMessageStreamEvent
 
 from core.domain import JSON
 from core.ports import ModelReply, ModelRequest, ModelUnavailableError, StreamListener, Usage
+from core.tool_schemas import TOOLS
 
 log = logging.getLogger(__name__)
 
 # The SDK retries failed requests itself; an `error` event after the stream started is ours to retry.
 MID_STREAM_RETRIES = 2
-
-
-def _block_to_json(block: Any) -> JSON:
-    """Keep only what the API needs back when the turn is replayed, so the history stays byte-stable."""
-    if block.type == "text":
-        return {"type": "text", "text": block.text}
-    if block.type == "tool_use":
-        return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
-    dumped: JSON = block.model_dump(mode="json", exclude_none=True)
-    return dumped
 
 
 class _Relay:
@@ -66,12 +60,35 @@ class ClaudeClient:
         max_total_wait_seconds: float,
     ) -> None:
         self._client = anthropic.AsyncAnthropic(
-            api_key=api_key, base_url=base_url, timeout=timeout_seconds, max_retries=max_retries
+            api_key=api_key,
+            base_url=base_url,
+            timeout=timeout_seconds,
+            max_retries=max_retries,
+            # The SDK's aiohttp transport: its C parser and connection pool cost a fraction of the default
+            # transport's CPU per streamed call (`make bench`).
+            http_client=anthropic.DefaultAioHttpClient(),
         )
         self._max_total_wait = max_total_wait_seconds
 
     async def close(self) -> None:
         await self._client.close()
+
+    async def warm_up(self) -> None:
+        """Make one whole call, tools and all, against a canned in-memory stream: the SDK builds its request
+        and event schemas on first use (a few hundred ms of CPU), which belongs at start-up, not inside the
+        first person's turn."""
+        transport = httpx2.MockTransport(_canned_stream)
+        async with anthropic.AsyncAnthropic(
+            api_key="warm-up", http_client=anthropic.DefaultAsyncHttpxClient(transport=transport), max_retries=0
+        ) as client:
+            request = ModelRequest(
+                model="warm-up",
+                max_tokens=16,
+                system=({"type": "text", "text": "warm-up"},),
+                messages=({"role": "user", "content": [{"type": "text", "text": "warm-up"}]},),
+                tools=TOOLS,
+            )
+            await self._stream_once(request, _Relay(None), client, log_reply=False)
 
     async def reply(self, request: ModelRequest, listener: StreamListener | None = None) -> ModelReply:
         started = time.monotonic()
@@ -124,43 +141,49 @@ class ClaudeClient:
                 log.warning("model stream broke", extra={"error": type(exc).__name__})
                 raise ModelUnavailableError(type(exc).__name__) from exc
 
-    async def _stream_once(self, request: ModelRequest, relay: _Relay) -> ModelReply:
-        text = ""
-        async with self._client.messages.stream(
+    async def _stream_once(
+        self,
+        request: ModelRequest,
+        relay: _Relay,
+        client: anthropic.AsyncAnthropic | None = None,
+        *,
+        log_reply: bool = True,
+    ) -> ModelReply:
+        # The raw events, not `messages.stream()`: that helper rebuilds a pydantic snapshot of the whole
+        # message on every event, which cost more CPU than the rest of a turn. We keep only what we use.
+        reply = _Reply()
+        created = await (client or self._client).messages.create(
             model=request.model,
             max_tokens=request.max_tokens,
             system=list(request.system),  # type: ignore[arg-type]
             messages=list(request.messages),  # type: ignore[arg-type]
             tools=list(request.tools),  # type: ignore[arg-type]
-        ) as stream:
+            stream=True,
+        )
+        stream = cast("anthropic.AsyncStream[RawMessageStreamEvent]", created)
+        async with stream:
+            request_id = stream.response.headers.get("request-id")
             async for event in stream:
-                if event.type == "text":
-                    text += event.text
-                    await relay.text(text)
-                elif event.type == "content_block_start" and event.content_block.type == "tool_use":
-                    await relay.tool_use_started()
-            final = await stream.get_final_message()
-            request_id = stream.request_id
-        usage = Usage(
-            input_tokens=final.usage.input_tokens,
-            output_tokens=final.usage.output_tokens,
-            cache_read_input_tokens=final.usage.cache_read_input_tokens or 0,
-            cache_creation_input_tokens=final.usage.cache_creation_input_tokens or 0,
-        )
-        log.info(
-            "model reply",
-            extra={
-                "request_id": request_id,
-                "stop_reason": final.stop_reason,
-                "input_tokens": usage.input_tokens,
-                "output_tokens": usage.output_tokens,
-                "cache_read_tokens": usage.cache_read_input_tokens,
-                "cache_write_tokens": usage.cache_creation_input_tokens,
-            },
-        )
+                await reply.take(event, relay)
+        if not reply.complete:
+            # The body ended before message_stop: a broken connection, retried like one.
+            raise IncompleteStreamError("the model's stream ended before message_stop")
+        usage = reply.usage()
+        if log_reply:
+            log.info(
+                "model reply",
+                extra={
+                    "request_id": request_id,
+                    "stop_reason": reply.stop_reason,
+                    "input_tokens": usage.input_tokens,
+                    "output_tokens": usage.output_tokens,
+                    "cache_read_tokens": usage.cache_read_input_tokens,
+                    "cache_write_tokens": usage.cache_creation_input_tokens,
+                },
+            )
         return ModelReply(
-            blocks=tuple(_block_to_json(b) for b in final.content),
-            stop_reason=str(final.stop_reason or "end_turn"),
+            blocks=reply.blocks(),
+            stop_reason=str(reply.stop_reason or "end_turn"),
             usage=usage,
             request_id=request_id,
         )
@@ -190,3 +213,117 @@ def _message(exc: anthropic.APIStatusError) -> str:
     error = body.get("error") if isinstance(body, dict) else None
     message = error.get("message") if isinstance(error, dict) else None
     return message if isinstance(message, str) and message else exc.message
+
+
+class IncompleteStreamError(Exception):
+    """The stream ended without message_stop."""
+
+
+class _Reply:
+    """The message as its raw stream events build it: content blocks by index, usage, stop reason."""
+
+    def __init__(self) -> None:
+        self._blocks: dict[int, JSON] = {}
+        self._tool_input: dict[int, list[str]] = {}
+        self._text = ""
+        self._usage: dict[str, int] = {}
+        self.stop_reason: str | None = None
+        self.complete = False
+
+    def _count(self, usage: Any) -> None:
+        for name in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
+            value = getattr(usage, name, None)
+            if value is not None:
+                self._usage[name] = int(value)
+
+    async def take(self, event: Any, relay: _Relay) -> None:
+        kind = event.type
+        if kind == "content_block_delta":
+            delta = event.delta
+            block = self._blocks.get(event.index)
+            if delta.type == "text_delta" and block is not None:
+                block["text"] += delta.text
+                self._text += delta.text
+                await relay.text(self._text)
+            elif delta.type == "input_json_delta":
+                self._tool_input.setdefault(event.index, []).append(delta.partial_json)
+            elif delta.type == "thinking_delta" and block is not None:
+                block["thinking"] = block.get("thinking", "") + delta.thinking
+            elif delta.type == "signature_delta" and block is not None:
+                block["signature"] = delta.signature
+        elif kind == "content_block_start":
+            block = event.content_block
+            if block.type == "text":
+                self._blocks[event.index] = {"type": "text", "text": block.text}
+                if block.text:
+                    self._text += block.text
+                    await relay.text(self._text)
+            elif block.type == "tool_use":
+                self._blocks[event.index] = {"type": "tool_use", "id": block.id, "name": block.name, "input": {}}
+                await relay.tool_use_started()
+            else:
+                dumped: JSON = block.model_dump(mode="json", exclude_none=True)
+                self._blocks[event.index] = dumped
+        elif kind == "message_start":
+            self._count(event.message.usage)
+        elif kind == "message_delta":
+            self.stop_reason = event.delta.stop_reason
+            self._count(event.usage)
+        elif kind == "message_stop":
+            self.complete = True
+
+    def blocks(self) -> tuple[JSON, ...]:
+        """Only what the API needs back when the turn is replayed, so the history stays byte-stable."""
+        for index, parts in self._tool_input.items():
+            raw = "".join(parts)
+            if index in self._blocks:
+                self._blocks[index]["input"] = json.loads(raw) if raw else {}
+        return tuple(self._blocks[i] for i in sorted(self._blocks))
+
+    def usage(self) -> Usage:
+        return Usage(
+            input_tokens=self._usage.get("input_tokens", 0),
+            output_tokens=self._usage.get("output_tokens", 0),
+            cache_read_input_tokens=self._usage.get("cache_read_input_tokens", 0),
+            cache_creation_input_tokens=self._usage.get("cache_creation_input_tokens", 0),
+        )
+
+
+_CANNED_EVENTS: tuple[JSON, ...] = (
+    {
+        "type": "message_start",
+        "message": {
+            "id": "msg_warm_up",
+            "type": "message",
+            "role": "assistant",
+            "model": "warm-up",
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 1, "output_tokens": 1},
+        },
+    },
+    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "ok"}},
+    {"type": "content_block_stop", "index": 0},
+    {
+        "type": "content_block_start",
+        "index": 1,
+        "content_block": {"type": "tool_use", "id": "toolu_warm_up", "name": "warm_up", "input": {}},
+    },
+    {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{}"}},
+    {"type": "content_block_stop", "index": 1},
+    {
+        "type": "message_delta",
+        "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+        "usage": {"output_tokens": 2},
+    },
+    {"type": "message_stop"},
+)
+
+
+def _canned_stream(request: httpx2.Request) -> httpx2.Response:
+    body = "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in _CANNED_EVENTS)
+    return httpx2.Response(
+        200, headers={"content-type": "text/event-stream", "request-id": "req_warm_up"}, content=body.encode()
+    )

@@ -119,6 +119,12 @@ class MessageStore(Protocol):
 class WarningStore(Protocol):
     async def add_warning(self, *, conversation_id: int, after_seq: int, behavior: str) -> RecordedWarning: ...
     async def warnings(self, conversation_id: int) -> list[RecordedWarning]: ...
+    async def turn_state(
+        self, conversation_id: int
+    ) -> tuple[Conversation | None, list[StoredMessage], list[RecordedWarning]]:
+        """The conversation, its messages and its warnings, read together: what one answer starts from,
+        in one round trip instead of three."""
+        ...
 
 
 class ConfirmationStore(Protocol):
@@ -161,6 +167,10 @@ class AnswerVoteStore(Protocol):
 
 
 class LeaseStore(Protocol):
+    # True where several instances may share the database (PostgreSQL): only then are leases needed.
+    @property
+    def multi_instance(self) -> bool: ...
+
     async def acquire_lease(self, *, name: str, holder: str, ttl_seconds: float) -> bool: ...
     async def release_lease(self, *, name: str, holder: str) -> None: ...
 

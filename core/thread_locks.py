@@ -1,4 +1,6 @@
-"""One conversation at a time: an in-process lock per thread plus a database lease across instances."""
+"""One conversation at a time: an in-process lock per thread, plus a database lease when several instances
+share the database (PostgreSQL). A single-instance store (SQLite) needs only the in-process lock, so a
+message costs no lease writes there."""
 
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ class ThreadLocks:
     soon after a holder dies: a crash never wedges a thread for long.
     """
 
-    def __init__(self, leases: LeaseStore, *, ttl_seconds: float, wait_seconds: float) -> None:
+    def __init__(self, leases: LeaseStore | None, *, ttl_seconds: float, wait_seconds: float) -> None:
         self._leases = leases
         self._ttl = ttl_seconds
         self._wait = wait_seconds
@@ -51,15 +53,11 @@ class ThreadLocks:
         self._waiters[name] = self._waiters.get(name, 0) + 1
         try:
             async with lock:
-                await self._acquire_lease(name)
-                renewer = asyncio.create_task(self._renew(name))
-                try:
+                if self._leases is None:
                     yield
-                finally:
-                    renewer.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await renewer
-                    await asyncio.shield(self._leases.release_lease(name=name, holder=self._holder))
+                else:
+                    async with self._leased(self._leases, name):
+                        yield
         finally:
             self._waiters[name] -= 1
             if self._waiters[name] == 0:
@@ -67,19 +65,31 @@ class ThreadLocks:
                 del self._waiters[name]
                 del self._locks[name]
 
-    async def _acquire_lease(self, name: str) -> None:
+    @asynccontextmanager
+    async def _leased(self, leases: LeaseStore, name: str) -> AsyncIterator[None]:
+        await self._acquire_lease(leases, name)
+        renewer = asyncio.create_task(self._renew(leases, name))
+        try:
+            yield
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            await asyncio.shield(leases.release_lease(name=name, holder=self._holder))
+
+    async def _acquire_lease(self, leases: LeaseStore, name: str) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._wait
-        while not await self._leases.acquire_lease(name=name, holder=self._holder, ttl_seconds=self._ttl):
+        while not await leases.acquire_lease(name=name, holder=self._holder, ttl_seconds=self._ttl):
             if loop.time() >= deadline:
                 raise LeaseTimeoutError(name)
             await asyncio.sleep(LEASE_POLL_SECONDS)
 
-    async def _renew(self, name: str) -> None:
+    async def _renew(self, leases: LeaseStore, name: str) -> None:
         while True:
             await asyncio.sleep(self._ttl / 3)
             try:
-                renewed = await self._leases.acquire_lease(name=name, holder=self._holder, ttl_seconds=self._ttl)
+                renewed = await leases.acquire_lease(name=name, holder=self._holder, ttl_seconds=self._ttl)
             except Exception:
                 log.warning("lease renewal failed; retrying", extra={"lease": name}, exc_info=True)
                 continue

@@ -181,10 +181,9 @@ class TurnRunner:
     async def answer(
         self, conversation_id: int, trigger: StoredMessage, on_text: TextSink | None, budget_scope: str | None
     ) -> Outcome:
-        conversation = await self._store.get_conversation(conversation_id)
+        conversation, history, warnings = await self._store.turn_state(conversation_id)
         if conversation is None:
             return Ignored("gone")
-        history = await self._store.messages(conversation_id)
         current = next((m for m in history if m.id == trigger.id), None)
         if current is None or current.answered:
             # Answered together with an earlier message while this one waited for the thread.
@@ -197,7 +196,6 @@ class TurnRunner:
             await self._auditor.record(
                 AuditKind.RISK_GUARD_FIRED, conversation_id, MODEL_ACTOR, ",".join(sorted(risk.categories))
             )
-        warnings = await self._store.warnings(conversation_id)
         turn = _Turn(
             conversation=conversation,
             rule_state=self._rule_state(conversation, history, [w.after_seq for w in warnings], risk),

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from enum import Enum
 from typing import Any, Protocol
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
 from slack_bolt.request.async_request import AsyncBoltRequest
@@ -66,6 +67,8 @@ RATE_LIMIT_RETRIES = 4
 SERVER_ERROR_RETRIES = 1
 # Slack rejects the token outright with these; anything else (a network blip) may pass.
 TOKEN_REJECTED = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"})
+# slack_sdk's own default per call.
+WEB_API_TIMEOUT_SECONDS = 30
 FAILED = "Something went wrong, so this may not have worked. Please try again."
 # Slack wants an answer within 3 s; the message must be stored by then, with margin for the network.
 INTAKE_SECONDS = 2.0
@@ -88,12 +91,14 @@ class Done(Enum):
     FAILED = "failed"
 
 
-def build_web_client(env: Environment) -> AsyncWebClient:
+def build_web_client(env: Environment, session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
+    """Without a session slack_sdk opens (and closes) a new one, with a new connection, for every call."""
     if not env.slack_bot_token:
         raise ValueError("SLACK_BOT_TOKEN is not set")
     base_url = env.slack_api_url or AsyncWebClient.BASE_URL
     return AsyncWebClient(
         token=env.slack_bot_token,
+        session=session,
         # The SDK joins method names onto the base URL, which therefore must end with a slash.
         base_url=base_url if base_url.endswith("/") else base_url + "/",
         retry_handlers=[
@@ -110,7 +115,11 @@ class SlackAdapter:
     def __init__(self, runtime: Runtime, *, update_interval: float = DEFAULT_UPDATE_INTERVAL) -> None:
         self._runtime = runtime
         self._env = runtime.env
-        self._client = build_web_client(runtime.env)
+        if not runtime.env.slack_bot_token:
+            raise ValueError("SLACK_BOT_TOKEN is not set")
+        # One session (a kept-alive connection pool) for every Web API call; closed in `stop`.
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WEB_API_TIMEOUT_SECONDS))
+        self._client = build_web_client(runtime.env, self._session)
         self._app = AsyncApp(
             client=self._client,
             # Socket Mode needs no signing secret (Slack's socket is authenticated); HTTP mode does.
@@ -183,10 +192,13 @@ class SlackAdapter:
             log.info("slack socket mode connected")
 
     async def stop(self) -> None:
-        await self._recovery.stop()
-        if self._socket is not None:
-            await self._socket.close_async()
-            self._socket = None
+        try:
+            await self._recovery.stop()
+            if self._socket is not None:
+                await self._socket.close_async()
+                self._socket = None
+        finally:
+            await self._session.close()
 
     async def _check_token(self) -> None:
         """Fail at start-up on a token Slack rejects, rather than on the first message; learn which

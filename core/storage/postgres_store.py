@@ -39,6 +39,7 @@ from core.domain import (
 from core.ports import Clock
 from core.storage import rows
 from core.storage.errors import StoreUnavailableError
+from core.storage.statement_counter import StatementCounter
 from core.storage.urls import redact_url
 
 # The stubs make the proxy generic; the runtime class is not subscriptable, hence the string.
@@ -126,6 +127,8 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
 
 # Event ids only need remembering for as long as a platform may redeliver (Slack retries for minutes).
 SEEN_EVENT_SECONDS = 24 * 3600
+# Forgetting old event ids is housekeeping: done on one claim in this many, not on every one.
+PRUNE_EVERY_CLAIMS = 500
 
 # First key of the two-key advisory lock that serializes migrations; the second is the schema's hash, so
 # separate schemas in one database migrate independently.
@@ -163,7 +166,16 @@ def _utc(value: datetime) -> datetime:
 FORGOTTEN = rows.FORGOTTEN
 
 
+async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """The pool's reset on release, without its query: the store never leaves session state behind (no SET,
+    LISTEN, cursors or session advisory locks; transactions are always closed, which asyncpg checks anyway),
+    so the default `RESET ALL; UNLISTEN *; ...` round trip on every release bought nothing."""
+
+
 class PostgresStore:
+    # Several instances share the database: threads are serialized across them with leases.
+    multi_instance = True
+
     def __init__(
         self,
         database_url: str,
@@ -173,14 +185,22 @@ class PostgresStore:
         max_size: int = 10,
         server_settings: Mapping[str, str] | None = None,
         connect_timeout: float = 10.0,
+        count_statements: bool = False,
     ) -> None:
         self._url = database_url
+        self.statement_counter = StatementCounter() if count_statements else None
         self._clock = clock
         self._min_size = min_size
         self._max_size = max_size
         self._server_settings = dict(server_settings) if server_settings else None
         self._connect_timeout = connect_timeout
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
+        self._claims = 0
+
+    async def _init_connection(self, conn: asyncpg.Connection[asyncpg.Record]) -> None:
+        counter = self.statement_counter
+        if counter is not None:
+            conn.add_query_logger(lambda query: counter.saw(query.query, conn))
 
     def _describe(self) -> str:
         return _scrub(redact_url(self._url), _secrets(self._url))
@@ -195,6 +215,8 @@ class PostgresStore:
                 max_size=self._max_size,
                 timeout=self._connect_timeout,
                 server_settings=self._server_settings,
+                init=self._init_connection if self.statement_counter is not None else None,
+                reset=_keep_session,
             )
         except Exception as exc:
             secrets = _secrets(self._url)
@@ -452,7 +474,7 @@ class PostgresStore:
             for locked in sorted({conversation_id, *(r.conversation_id for r in replies)}):
                 await self._lock_conversation(conn, locked)
             # Park later arrivals on negative seqs (never colliding), slot the reply in, move them back.
-            await conn.execute(
+            parked = await conn.execute(
                 "UPDATE messages SET seq = -seq WHERE conversation_id = $1 AND seq > $2", conversation_id, after_seq
             )
             for offset, reply in enumerate(replies, start=1):
@@ -474,11 +496,12 @@ class PostgresStore:
                 if row is None:
                     raise KeyError(conversation_id)
                 stored.append(rows.message(row))
-            await conn.execute(
-                "UPDATE messages SET seq = -seq + $1 WHERE conversation_id = $2 AND seq < 0",
-                len(replies),
-                conversation_id,
-            )
+            if parked != "UPDATE 0":
+                await conn.execute(
+                    "UPDATE messages SET seq = -seq + $1 WHERE conversation_id = $2 AND seq < 0",
+                    len(replies),
+                    conversation_id,
+                )
             await conn.execute(
                 "UPDATE messages SET answered = TRUE WHERE conversation_id = $1 AND seq <= $2 AND NOT answered",
                 conversation_id,
@@ -545,6 +568,22 @@ class PostgresStore:
     async def warnings(self, conversation_id: int) -> list[RecordedWarning]:
         found = await self.pool.fetch("SELECT * FROM warnings WHERE conversation_id = $1 ORDER BY id", conversation_id)
         return [rows.warning(r) for r in found]
+
+    async def turn_state(
+        self, conversation_id: int
+    ) -> tuple[Conversation | None, list[StoredMessage], list[RecordedWarning]]:
+        # One connection, one snapshot (REPEATABLE READ, read only): the three reads agree with each other.
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            found = await conn.fetchrow("SELECT * FROM conversations WHERE id = $1", conversation_id)
+            history = await conn.fetch(
+                "SELECT * FROM messages WHERE conversation_id = $1 ORDER BY seq", conversation_id
+            )
+            warned = await conn.fetch("SELECT * FROM warnings WHERE conversation_id = $1 ORDER BY id", conversation_id)
+        return (
+            rows.conversation(found) if found else None,
+            [rows.message(r) for r in history],
+            [rows.warning(r) for r in warned],
+        )
 
     async def add_confirmation(self, *, conversation_id: int, owner_id: str, explanation: str) -> PendingConfirmation:
         row = await self.pool.fetchrow(
@@ -637,20 +676,26 @@ class PostgresStore:
     # -- deduplication, leases, usage ---------------------------------------------------------------------
 
     async def claim_event(self, *, source: str, event_id: str) -> bool:
-        async with self._tx() as conn:
-            # SKIP LOCKED: instances pruning at the same moment split the old rows instead of queueing.
-            await conn.execute(
+        self._claims += 1
+        if self._claims % PRUNE_EVERY_CLAIMS == 1:
+            # Housekeeping, not on every claim. SKIP LOCKED: instances pruning at once split the old rows.
+            await self.pool.execute(
                 """DELETE FROM seen_events WHERE (source, event_id) IN (
                        SELECT source, event_id FROM seen_events
                        WHERE seen_at < now() - make_interval(secs => $1) FOR UPDATE SKIP LOCKED)""",
                 float(SEEN_EVENT_SECONDS),
             )
-            row = await conn.fetchrow(
-                """INSERT INTO seen_events (source, event_id, seen_at) VALUES ($1, $2, now())
-                   ON CONFLICT DO NOTHING RETURNING event_id""",
-                source,
-                event_id,
-            )
+        # One statement, its own transaction. An id last seen more than a day ago counts as new, pruned yet
+        # or not; of two instances claiming one id at once, the second waits on the row and gets nothing.
+        row = await self.pool.fetchrow(
+            """INSERT INTO seen_events (source, event_id, seen_at) VALUES ($1, $2, now())
+               ON CONFLICT (source, event_id) DO UPDATE SET seen_at = excluded.seen_at
+               WHERE seen_events.seen_at < now() - make_interval(secs => $3)
+               RETURNING event_id""",
+            source,
+            event_id,
+            float(SEEN_EVENT_SECONDS),
+        )
         return row is not None
 
     async def acquire_lease(self, *, name: str, holder: str, ttl_seconds: float) -> bool:

@@ -1,20 +1,24 @@
 """The embedded default store on aiosqlite: WAL, a busy timeout, and schema migrations in code.
 
-One connection serves the process; an asyncio lock keeps one coroutine's transaction from interleaving
-with another's on that connection. Several processes on one file work too (BEGIN IMMEDIATE plus the busy
-timeout), but PostgreSQL is how Last Resort runs as several instances.
+One connection serves the process, on aiosqlite's one database thread. Every store call is one hop to that
+thread: a transaction runs there whole (BEGIN IMMEDIATE, its statements, COMMIT), so transactions never
+interleave on the connection and no coroutine waits on a lock for another's round trips.
+
+The file belongs to one `lastresort run` process: threads are serialized in that process, without lease rows
+(`multi_instance`), so two bots on one file could answer a thread twice. PostgreSQL is how Last Resort runs
+as several instances. (One-off operator commands on the same file are fine: BEGIN IMMEDIATE plus the busy
+timeout keep their writes apart.)
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 import aiosqlite
 
@@ -34,6 +38,7 @@ from core.domain import (
 from core.ports import Clock
 from core.storage import rows
 from core.storage.errors import StoreUnavailableError
+from core.storage.statement_counter import StatementCounter
 
 MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (
@@ -105,6 +110,8 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     ),
 )
 
+T = TypeVar("T")
+
 # Event ids only need remembering for as long as a platform may redeliver (Slack retries for minutes).
 SEEN_EVENT_SECONDS = 24 * 3600
 # Forgetting old event ids is housekeeping: done on one claim in this many, not on every one.
@@ -123,11 +130,14 @@ def sqlite_path(database_url: str) -> Path:
 
 
 class SqliteStore:
-    def __init__(self, path: Path, *, clock: Clock) -> None:
+    # One process per database file: threads are serialized in-process, without lease rows.
+    multi_instance = False
+
+    def __init__(self, path: Path, *, clock: Clock, count_statements: bool = False) -> None:
         self._path = path
         self._clock = clock
+        self.statement_counter = StatementCounter() if count_statements else None
         self._db: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()
         self._claims = 0
 
     async def open(self) -> None:
@@ -143,6 +153,8 @@ class SqliteStore:
             await db.execute("PRAGMA busy_timeout=10000")
             await db.execute("PRAGMA foreign_keys=ON")
             await db.execute("PRAGMA synchronous=NORMAL")
+            if self.statement_counter is not None:
+                await db.set_trace_callback(self.statement_counter.saw)
         except sqlite3.Error as exc:
             await db.close()
             raise StoreUnavailableError(f"cannot use SQLite database {self._path}: {exc}") from exc
@@ -167,19 +179,28 @@ class SqliteStore:
             raise StoreUnavailableError("the SQLite store is not open")
         return self._db
 
-    @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock:
-            db = self.db
+    async def _on_thread(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` on the database thread, in one hop however many statements it makes. aiosqlite has no
+        public call for this; `_execute` is the queue every one of its own calls goes through (pinned range)."""
+        db = self.db
+        result: T = await db._execute(work, db._conn)  # type: ignore[no-untyped-call]
+        return result
+
+    async def _tx(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work` as one write transaction, in one hop. A cancelled caller cannot leave it half done: the
+        thread finishes (or rolls back) the transaction whatever happens to the coroutine awaiting it."""
+
+        def atomically(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                await db.execute("BEGIN IMMEDIATE")
-                yield db
-                await db.execute("COMMIT")
+                result = work(conn)
             except BaseException:
-                # Also on cancellation (shutdown): an open transaction would wedge the one connection.
-                if db.in_transaction:
-                    await asyncio.shield(db.execute("ROLLBACK"))
+                conn.execute("ROLLBACK")
                 raise
+            conn.execute("COMMIT")
+            return result
+
+        return await self._on_thread(atomically)
 
     async def _one(self, sql: str, params: Sequence[object] = ()) -> aiosqlite.Row | None:
         found = await self._all(sql, params)
@@ -187,8 +208,7 @@ class SqliteStore:
 
     async def _all(self, sql: str, params: Sequence[object] = ()) -> list[aiosqlite.Row]:
         # One hop to the database thread (execute, fetch and close together): the store's hot path.
-        async with self._lock:
-            return list(await self.db.execute_fetchall(sql, params))
+        return list(await self.db.execute_fetchall(sql, params))
 
     async def _write(self, sql: str, params: Sequence[object] = ()) -> aiosqlite.Row | None:
         """One statement is its own transaction (autocommit), so it needs no BEGIN and COMMIT round trips."""
@@ -198,17 +218,18 @@ class SqliteStore:
         return self._clock.now().isoformat()
 
     async def migrate(self) -> None:
-        async with self._tx() as db:
-            await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            async with db.execute("SELECT version FROM schema_version") as cursor:
-                applied = {int(row[0]) for row in await cursor.fetchall()}
+        def upgrade(db: sqlite3.Connection) -> None:
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            applied = {int(row[0]) for row in db.execute("SELECT version FROM schema_version").fetchall()}
             # Each version not yet applied, not only those above the highest: versions are handed out to
             # branches that may land in any order.
             for version, statements in MIGRATIONS:
                 if version not in applied:
                     for statement in statements:
-                        await db.execute(statement)
-                    await db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+                        db.execute(statement)
+                    db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+
+        await self._tx(upgrade)
 
     async def ping(self) -> None:
         await self._one("SELECT 1")
@@ -224,17 +245,21 @@ class SqliteStore:
     # -- conversations -------------------------------------------------------------------------------
 
     async def get_or_create_conversation(self, *, key: ThreadKey, owner_id: str) -> Conversation:
-        async with self._tx() as db:
-            await db.execute(
+        now = self._now()
+
+        def get_or_create(db: sqlite3.Connection) -> sqlite3.Row | None:
+            db.execute(
                 """INSERT INTO conversations (platform, place, thread, owner_id, status, created_at)
                    VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (platform, place, thread) DO NOTHING""",
-                (key.platform, key.place, key.thread, owner_id, Status.ACTIVE.value, self._now()),
+                (key.platform, key.place, key.thread, owner_id, Status.ACTIVE.value, now),
             )
-            async with db.execute(
+            found: sqlite3.Row | None = db.execute(
                 "SELECT * FROM conversations WHERE platform = ? AND place = ? AND thread = ?",
                 (key.platform, key.place, key.thread),
-            ) as cursor:
-                row = await cursor.fetchone()
+            ).fetchone()
+            return found
+
+        row = await self._tx(get_or_create)
         assert row is not None
         return rows.conversation(row)
 
@@ -242,8 +267,9 @@ class SqliteStore:
         self, *, key: ThreadKey, owner_id: str, source: Conversation, branch_point_seq: int
     ) -> Conversation:
         now = self._now()
-        async with self._tx() as db:
-            async with db.execute(
+
+        def branch(db: sqlite3.Connection) -> sqlite3.Row:
+            row: sqlite3.Row | None = db.execute(
                 """INSERT INTO conversations
                    (platform, place, thread, owner_id, status, created_at, branched_from, branch_point_seq)
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *""",
@@ -257,12 +283,11 @@ class SqliteStore:
                     source.id,
                     branch_point_seq,
                 ),
-            ) as cursor:
-                row = await cursor.fetchone()
+            ).fetchone()
             assert row is not None
             new_id = int(row["id"])
             # Copies carry no platform ids: those name the original posts, which stay with the original.
-            await db.execute(
+            db.execute(
                 """INSERT INTO messages (conversation_id, seq, role, blocks, author_id, author_name, platform,
                        platform_message_id, answered, excluded, redacted, created_at)
                    SELECT ?, seq, role, blocks, author_id, author_name, platform, NULL, 1, excluded, redacted,
@@ -270,13 +295,15 @@ class SqliteStore:
                    FROM messages WHERE conversation_id = ? AND seq < ? ORDER BY seq""",
                 (new_id, source.id, branch_point_seq),
             )
-            await db.execute(
+            db.execute(
                 """INSERT INTO warnings (conversation_id, after_seq, behavior, created_at)
                    SELECT ?, after_seq, behavior, created_at FROM warnings
                    WHERE conversation_id = ? AND after_seq < ?""",
                 (new_id, source.id, branch_point_seq),
             )
-        return rows.conversation(row)
+            return row
+
+        return rows.conversation(await self._tx(branch))
 
     async def find_conversation(self, key: ThreadKey) -> Conversation | None:
         row = await self._one(
@@ -367,14 +394,16 @@ class SqliteStore:
     async def complete_turn(
         self, *, conversation_id: int, replies: Sequence[NewMessage], after_seq: int, answered_up_to_seq: int
     ) -> list[StoredMessage]:
-        stored = []
-        async with self._tx() as db:
+        now = self._now()
+
+        def complete(db: sqlite3.Connection) -> list[sqlite3.Row]:
+            stored = []
             # Park later arrivals on negative seqs (never colliding), slot the reply in, move them back.
-            await db.execute(
+            parked = db.execute(
                 "UPDATE messages SET seq = -seq WHERE conversation_id = ? AND seq > ?", (conversation_id, after_seq)
-            )
+            ).rowcount
             for offset, reply in enumerate(replies, start=1):
-                async with db.execute(
+                row = db.execute(
                     """INSERT INTO messages (conversation_id, seq, role, blocks, author_id, author_name, platform,
                            platform_message_id, answered, created_at)
                        SELECT ?, ?, ?, ?, ?, ?, platform, ?, ?, ? FROM conversations WHERE id = ?
@@ -388,22 +417,24 @@ class SqliteStore:
                         reply.author_name,
                         reply.platform_message_id,
                         int(reply.answered),
-                        self._now(),
+                        now,
                         conversation_id,
                     ),
-                ) as cursor:
-                    row = await cursor.fetchone()
+                ).fetchone()
                 assert row is not None
-                stored.append(rows.message(row))
-            await db.execute(
-                "UPDATE messages SET seq = -seq + ? WHERE conversation_id = ? AND seq < 0",
-                (len(replies), conversation_id),
-            )
-            await db.execute(
+                stored.append(row)
+            if parked:
+                db.execute(
+                    "UPDATE messages SET seq = -seq + ? WHERE conversation_id = ? AND seq < 0",
+                    (len(replies), conversation_id),
+                )
+            db.execute(
                 "UPDATE messages SET answered = 1 WHERE conversation_id = ? AND seq <= ? AND answered = 0",
                 (conversation_id, answered_up_to_seq),
             )
-        return stored
+            return stored
+
+        return [rows.message(row) for row in await self._tx(complete)]
 
     async def exclude_message(self, message_id: int) -> None:
         await self._write("UPDATE messages SET excluded = 1 WHERE id = ?", (message_id,))
@@ -454,6 +485,27 @@ class SqliteStore:
     async def warnings(self, conversation_id: int) -> list[RecordedWarning]:
         found = await self._all("SELECT * FROM warnings WHERE conversation_id = ? ORDER BY id", (conversation_id,))
         return [rows.warning(r) for r in found]
+
+    async def turn_state(
+        self, conversation_id: int
+    ) -> tuple[Conversation | None, list[StoredMessage], list[RecordedWarning]]:
+        def read(db: sqlite3.Connection) -> tuple[sqlite3.Row | None, list[sqlite3.Row], list[sqlite3.Row]]:
+            # One hop; nothing else runs on the connection in between, so the three reads agree.
+            found = db.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+            history = db.execute(
+                "SELECT * FROM messages WHERE conversation_id = ? ORDER BY seq", (conversation_id,)
+            ).fetchall()
+            warned = db.execute(
+                "SELECT * FROM warnings WHERE conversation_id = ? ORDER BY id", (conversation_id,)
+            ).fetchall()
+            return found, history, warned
+
+        found, history, warned = await self._on_thread(read)
+        return (
+            rows.conversation(found) if found else None,
+            [rows.message(r) for r in history],
+            [rows.warning(r) for r in warned],
+        )
 
     async def add_confirmation(self, *, conversation_id: int, owner_id: str, explanation: str) -> PendingConfirmation:
         row = await self._write(
@@ -580,75 +632,75 @@ class SqliteStore:
         """Remove the text and identity of everything the user wrote, and all text of the conversations they
         started. Those conversations stay as tombstones, so an ended thread stays ended."""
         owned = "SELECT id FROM conversations WHERE platform = ? AND owner_id = ?"
-        async with self._tx() as db:
-            async with db.execute(
+
+        def forget(db: sqlite3.Connection) -> int:
+            row = db.execute(
                 "SELECT COUNT(*) FROM messages WHERE platform = ? AND author_id = ?", (platform, user_id)
-            ) as cursor:
-                row = await cursor.fetchone()
+            ).fetchone()
             count = int(row[0]) if row else 0
-            async with db.execute(
+            touched = db.execute(
                 "SELECT id, blocks FROM messages "
                 f"WHERE (platform = ? AND author_id = ?) OR conversation_id IN ({owned})",
                 (platform, user_id, platform, user_id),
-            ) as cursor:
-                touched = list(await cursor.fetchall())
-            for message in touched:
-                await db.execute(
-                    "UPDATE messages SET blocks = ?, author_id = NULL, author_name = NULL, redacted = 1 WHERE id = ?",
-                    (rows.redact_blocks(tuple(rows.load_json(message["blocks"]))), message["id"]),
-                )
-            await db.execute(
+            ).fetchall()
+            db.executemany(
+                "UPDATE messages SET blocks = ?, author_id = NULL, author_name = NULL, redacted = 1 WHERE id = ?",
+                [(rows.redact_blocks(tuple(rows.load_json(m["blocks"]))), m["id"]) for m in touched],
+            )
+            db.execute(
                 f"UPDATE warnings SET behavior = ? WHERE conversation_id IN ({owned})",
                 (rows.REDACTED_TEXT, platform, user_id),
             )
-            await db.execute(
+            db.execute(
                 f"""UPDATE confirmations SET explanation = ?,
                         owner_id = CASE WHEN owner_id = ? THEN '' ELSE owner_id END
                     WHERE conversation_id IN ({owned}) OR (owner_id = ? AND conversation_id IN
                         (SELECT id FROM conversations WHERE platform = ?))""",
                 (rows.REDACTED_TEXT, user_id, platform, user_id, user_id, platform),
             )
-            await db.execute(
+            db.execute(
                 """UPDATE conversations SET owner_id = ?,
                        ended_explanation = CASE WHEN ended_explanation IS NULL THEN NULL ELSE ? END
                    WHERE platform = ? AND owner_id = ?""",
                 (rows.FORGOTTEN, rows.REDACTED_TEXT, platform, user_id),
             )
-            await db.execute("DELETE FROM usage WHERE scope = ?", (f"user:{platform}:{user_id}",))
-            await db.execute(
+            db.execute("DELETE FROM usage WHERE scope = ?", (f"user:{platform}:{user_id}",))
+            db.execute(
                 "DELETE FROM answer_votes WHERE voter_id = ? AND conversation_id IN "
                 "(SELECT id FROM conversations WHERE platform = ?)",
                 (user_id, platform),
             )
-            await db.execute(
+            db.execute(
                 "UPDATE audit_events SET actor = 'user:forgotten' WHERE actor IN (?, ?)",
                 (f"user:{user_id}", f"moderator:{user_id}"),
             )
-        return count
+            return count
+
+        return await self._tx(forget)
 
     async def purge_text(self, *, older_than: datetime) -> int:
         cutoff = older_than.isoformat()
-        async with self._tx() as db:
-            await db.execute(
+
+        def purge(db: sqlite3.Connection) -> int:
+            db.execute(
                 "UPDATE warnings SET behavior = ? WHERE created_at < ? AND behavior <> ?",
                 (rows.REDACTED_TEXT, cutoff, rows.REDACTED_TEXT),
             )
-            await db.execute(
+            db.execute(
                 "UPDATE confirmations SET explanation = ? WHERE created_at < ? AND explanation <> ?",
                 (rows.REDACTED_TEXT, cutoff, rows.REDACTED_TEXT),
             )
-            async with db.execute(
-                "SELECT id, blocks FROM messages WHERE redacted = 0 AND created_at < ?",
-                (older_than.isoformat(),),
-            ) as cursor:
-                old = list(await cursor.fetchall())
-            for row in old:
-                await db.execute(
-                    "UPDATE messages SET blocks = ?, redacted = 1 WHERE id = ?",
-                    (rows.redact_blocks(tuple(rows.load_json(row["blocks"]))), row["id"]),
-                )
-            await db.execute(
-                "UPDATE conversations SET ended_explanation = ? WHERE ended_at < ? AND ended_explanation IS NOT NULL",
-                (rows.REDACTED_TEXT, older_than.isoformat()),
+            old = db.execute(
+                "SELECT id, blocks FROM messages WHERE redacted = 0 AND created_at < ?", (cutoff,)
+            ).fetchall()
+            db.executemany(
+                "UPDATE messages SET blocks = ?, redacted = 1 WHERE id = ?",
+                [(rows.redact_blocks(tuple(rows.load_json(row["blocks"]))), row["id"]) for row in old],
             )
-        return len(old)
+            db.execute(
+                "UPDATE conversations SET ended_explanation = ? WHERE ended_at < ? AND ended_explanation IS NOT NULL",
+                (rows.REDACTED_TEXT, cutoff),
+            )
+            return len(old)
+
+        return await self._tx(purge)

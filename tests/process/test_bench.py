@@ -17,8 +17,28 @@ async def test_core_overhead_measures_every_message(monkeypatch: pytest.MonkeyPa
     assert 0 < cached < prompt and 0 < share < 1
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-async def test_slack_throughput_times_every_conversation(backend: str) -> None:
-    rate, overheads = await slack_throughput.one_run(backend, 3)
-    assert rate > 0
-    assert len(overheads) == 3
+SMALL = slack_throughput.Load("small", 3, think=0.05, seconds=0.5)
+
+
+@pytest.mark.parametrize("target", ["floor", "sqlite", "postgres"])
+async def test_slack_throughput_times_every_answer(target: str) -> None:
+    result = await slack_throughput.one_run(target, SMALL)
+    # Every thread got at least its first answer, none was lost, and the process's CPU was measured.
+    assert result.lost == 0 and result.answered >= 3
+    assert result.cpu_seconds >= 0 and result.rate > 0
+    if target == "floor":
+        assert result.counts is None
+    else:
+        # The store's statements were counted through /metrics: a message takes at least one write.
+        assert result.counts is not None
+        assert result.per_message("transactions") is not None and result.per_message("transactions") >= 1
+
+
+def test_the_table_shows_ratios_to_the_floor() -> None:
+    results = []
+    for load in slack_throughput.LOADS:
+        for target, latency in (("floor", 0.004), ("sqlite", 0.008)):
+            result = slack_throughput.Result(target, load, latencies=[latency] * 10, seconds=1.0, cpu_seconds=0.01)
+            results.append(result)
+    lines = slack_throughput.table(results)
+    assert any("x2.00" in line and line.strip().startswith("sqlite") for line in lines)

@@ -17,6 +17,9 @@ from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_discord import FakeDiscord
 from tests.support.fake_slack import FakeSlack, SlackDriver
 from tests.support.paths import REPO
+from tests.support.stores import latest_schema_version
+
+LATEST_SCHEMA = latest_schema_version()
 
 LASTRESORT = Path(sys.executable).parent / "lastresort"
 
@@ -174,10 +177,10 @@ def test_migrate_says_what_it_created_then_that_nothing_was_left(tmp_path: Path)
     first = lastresort("migrate", env={"DATABASE_URL": url}, cwd=tmp_path)
     second = lastresort("migrate", env={"DATABASE_URL": url}, cwd=tmp_path)
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
-    assert first.stdout.startswith("Created the database schema (version 1)")
-    assert "up to date (version 1)" in second.stdout
+    assert first.stdout.startswith(f"Created the database schema (version {LATEST_SCHEMA})")
+    assert f"up to date (version {LATEST_SCHEMA})" in second.stdout
     with sqlite3.connect(tmp_path / "new.db") as db:
-        assert db.execute("SELECT MAX(version) FROM schema_version").fetchone() == (1,)
+        assert db.execute("SELECT MAX(version) FROM schema_version").fetchone() == (LATEST_SCHEMA,)
 
 
 @pytest.mark.parametrize("command", ["run", "chat", "migrate", "check", "stats", "export", "purge"])

@@ -62,6 +62,7 @@ GRANTED_SCOPES = (
     "users:read",
     "usergroups:read",
     "im:write",
+    "assistant:write",
 )
 
 # Slack rejects more than 50 blocks per message and more than 3000 characters in a section's text;

@@ -211,3 +211,10 @@ async def store_opener_fixture(
 @pytest.fixture(name="store")
 async def store_fixture(store_opener: StoreOpener) -> OpenableStore:
     return await store_opener.open()
+
+
+def latest_schema_version() -> int:
+    """The newest migration this release knows, so tests never hard-code a number that each migration moves."""
+    from core.storage.sqlite_store import MIGRATIONS
+
+    return max(version for version, _ in MIGRATIONS)

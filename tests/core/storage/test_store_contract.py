@@ -443,6 +443,20 @@ async def test_warnings(store: OpenableStore, clock: ManualClock) -> None:
     assert await store.warnings(other.id) == []
 
 
+async def test_turn_state_reads_conversation_messages_and_warnings_together(store: OpenableStore) -> None:
+    conversation = await new_conversation(store)
+    other = await new_conversation(store, "t2")
+    await store.add_message(text(conversation.id, "one"))
+    await store.add_message(text(other.id, "elsewhere"))
+    await store.add_message(text(conversation.id, "two"))
+    warning = await store.add_warning(conversation_id=conversation.id, after_seq=1, behavior="spam")
+    found, history, warnings = await store.turn_state(conversation.id)
+    assert found == await store.get_conversation(conversation.id)
+    assert history == await store.messages(conversation.id) and [m.text for m in history] == ["one", "two"]
+    assert warnings == [warning]
+    assert await store.turn_state(other.id + 1000) == (None, [], [])
+
+
 async def test_confirmations(store: OpenableStore, clock: ManualClock) -> None:
     conversation = await new_conversation(store)
     pending = await store.add_confirmation(conversation_id=conversation.id, owner_id="U1", explanation="End it?")
