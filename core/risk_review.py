@@ -49,6 +49,8 @@ ASSESS_RISK_TOOL: JSON = {
     },
 }
 TOOL_CHOICE: JSON = {"type": "tool", "name": ASSESS_RISK}
+GATE_LEAD = "Assess the whole conversation. The last message is the newest."
+SCREEN_LEAD = "Assess the newest messages of the conversation. The last message is the newest."
 OMITTED = "[… {count} messages omitted here to fit the review …]"
 
 
@@ -132,14 +134,14 @@ def review_request(
     worded = [m for m in history if _render(m) is not None]
     if recent is not None:
         worded = worded[-recent:]
-    scope = "the newest messages of the conversation" if recent is not None else "the whole conversation"
+    lead = SCREEN_LEAD if recent is not None else GATE_LEAD
     transcript = render_transcript(worded, max_chars=settings.max_transcript_chars)
     return ModelRequest(
         system=({"type": "text", "text": settings.instructions, "cache_control": CACHE},),
         messages=(
             {
                 "role": "user",
-                "content": [{"type": "text", "text": f"Assess {scope}. The last message is the newest.\n{transcript}"}],
+                "content": [{"type": "text", "text": f"{lead}\n{transcript}"}],
             },
         ),
         tools=(ASSESS_RISK_TOOL,),
