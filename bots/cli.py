@@ -54,7 +54,10 @@ async def _chat(env: Environment, settings: Settings) -> int:
 
     log_note = _terminal_logging(env)
     async with open_runtime(env, settings) as runtime:
-        return await TerminalChat(runtime.service, log_note=log_note).run()
+        try:
+            return await TerminalChat(runtime.service, log_note=log_note).run()
+        finally:
+            await runtime.service.drain()
 
 
 def _limit_adapters(env: Environment, chosen: frozenset[str] | None) -> Environment:

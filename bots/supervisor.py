@@ -144,3 +144,6 @@ async def _drain(runtime: Runtime) -> None:
         )
         # Cancelled replies store nothing (turns are stored only when complete) and release leases.
         await runtime.work.cancel_running(CANCEL_SECONDS)
+    # Risk screens that outlived their reply write their marks before the store closes (each is bounded by
+    # the review's own timeout).
+    await runtime.service.drain()
