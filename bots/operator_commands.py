@@ -387,6 +387,8 @@ async def purge(env: Environment, settings: Settings, out: TextIO) -> int:
     try:
         days = settings.retention.message_text_days
         removed = await store.purge_text(older_than=clock.now() - timedelta(days=days))
+        hours = settings.risk_review.author_mark_hours
+        await store.prune_author_marks(older_than=clock.now() - timedelta(hours=hours))
     finally:
         await store.close()
     out.write(f"Removed the text of {removed} messages older than {days} days; audit events are kept.\n")

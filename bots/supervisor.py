@@ -36,7 +36,11 @@ async def retention_sweeps(runtime: Runtime) -> None:
     days = runtime.settings.retention.message_text_days
     while True:
         try:
-            removed = await runtime.store.purge_text(older_than=runtime.clock.now() - timedelta(days=days))
+            now = runtime.clock.now()
+            removed = await runtime.store.purge_text(older_than=now - timedelta(days=days))
+            # Authors' risk marks stop counting after their window; past it they are deleted.
+            hours = runtime.settings.risk_review.author_mark_hours
+            await runtime.store.prune_author_marks(older_than=now - timedelta(hours=hours))
             if removed:
                 log.info("retention purge", extra={"messages": removed, "days": days})
         except Exception:

@@ -233,6 +233,9 @@ class RiskMarkStore(Protocol):
         ...
 
     async def note_support_shown(self, *, conversation_id: int) -> None: ...
+    async def prune_author_marks(self, *, older_than: datetime) -> int:
+        """Delete authors' marks whose last signal is older than `older_than` (they no longer count)."""
+        ...
 
     async def end_if_current(
         self, *, conversation_id: int, reason: EndReason, explanation: str, actor: str, after_message_id: int

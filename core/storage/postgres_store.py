@@ -502,6 +502,10 @@ class PostgresStore:
             "UPDATE conversation_risk SET support_shown = TRUE WHERE conversation_id = $1", conversation_id
         )
 
+    async def prune_author_marks(self, *, older_than: datetime) -> int:
+        status = await self.pool.execute("DELETE FROM author_risk WHERE last_signal_at < $1", _utc(older_than))
+        return int(status.split()[-1])
+
     async def reopen_conversation(self, *, conversation_id: int) -> Conversation:
         row = await self.pool.fetchrow(
             """UPDATE conversations SET status = $1, ended_reason = NULL, ended_explanation = NULL,

@@ -448,6 +448,12 @@ class SqliteStore:
             "UPDATE conversation_risk SET support_shown = 1 WHERE conversation_id = ?", (conversation_id,)
         )
 
+    async def prune_author_marks(self, *, older_than: datetime) -> int:
+        def prune(db: sqlite3.Connection) -> int:
+            return db.execute("DELETE FROM author_risk WHERE last_signal_at < ?", (older_than.isoformat(),)).rowcount
+
+        return await self._tx(prune)
+
     async def reopen_conversation(self, *, conversation_id: int) -> Conversation:
         row = await self._write(
             """UPDATE conversations SET status = ?, ended_reason = NULL, ended_explanation = NULL,

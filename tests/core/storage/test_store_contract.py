@@ -962,6 +962,11 @@ async def test_risk_marks_are_sticky_for_the_conversation_and_timed_for_the_auth
     assert not later.marked
     elsewhere = await store.risk_marks(conversation_id=second.id, platform="discord", author_ids=["U1"], since=START)
     assert not elsewhere.marked
+    # Past their window, authors' marks are deleted; the conversation's stays.
+    assert await store.prune_author_marks(older_than=clock.now() - timedelta(hours=24)) == 1
+    assert not (
+        await store.risk_marks(conversation_id=first.id, platform=SLACK, author_ids=["U1"], since=START)
+    ).authors
 
     await store.note_support_shown(conversation_id=first.id)
     shown = await store.risk_marks(conversation_id=first.id, platform=SLACK, author_ids=[], since=clock.now())
