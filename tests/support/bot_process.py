@@ -30,7 +30,11 @@ def config_with(tmp_path: Path, **sections: dict[str, object]) -> Path:
     data = yaml.safe_load(shipped.read_text(encoding="utf-8"))
     for name, values in sections.items():
         data[name] = {**data.get(name, {}), **values}
-    data["system_prompt_file"] = str(REPO / "config" / "system_prompt.md")
+    # Files the shipped config names are relative to it: point at them where they are.
+    for holder in [data, *(v for v in data.values() if isinstance(v, dict))]:
+        for key, value in list(holder.items()):
+            if key.endswith("_file") and isinstance(value, str):
+                holder[key] = str(shipped.parent / value)
     path = tmp_path / f"lastresort-{len(list(tmp_path.glob('lastresort-*.yaml')))}.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
