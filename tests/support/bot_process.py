@@ -31,6 +31,7 @@ def config_with(tmp_path: Path, **sections: dict[str, object]) -> Path:
     for name, values in sections.items():
         data[name] = {**data.get(name, {}), **values}
     data["system_prompt_file"] = str(REPO / "config" / "system_prompt.md")
+    data["risk_guard"] = {**data.get("risk_guard", {}), "phrases_file": str(REPO / "config" / "risk_phrases.yaml")}
     path = tmp_path / f"lastresort-{len(list(tmp_path.glob('lastresort-*.yaml')))}.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
