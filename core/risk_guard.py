@@ -62,7 +62,7 @@ _LETTERS: dict[int, str | None] = {ord("\u0142"): "l", ord("\u0111"): "d", ord("
     ord(c): "\u0627" for c in "\u0623\u0625\u0622\u0671"
 }
 _LETTERS |= {ord("\u0649"): "\u064a", ord("\u0629"): "\u0647", ord("\u0640"): None}
-_FOLD = _APOSTROPHES | _DASHES | _LETTERS
+_FOLD: dict[int, str | None] = {**_APOSTROPHES, **_DASHES, **_LETTERS}
 # Latin/Greek/Cyrillic diacritics (users often type "dano", "zabic sie") and Arabic vowel marks. Japanese
 # voicing marks (U+3099/309A) are not in these ranges, so kana are recomposed intact.
 _MARKS = re.compile("[\u0300-\u036f\u064b-\u065f\u0670]")
