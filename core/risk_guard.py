@@ -58,9 +58,8 @@ _APOSTROPHES = dict.fromkeys(map(ord, "\u2019\u2018\u02bc\u2032`\u00b4"), "'")
 _DASHES = dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2014\u2015\u2212"), "-")
 # Letters that do not decompose into a base letter and a mark, and Arabic spelling variants people mix freely:
 # hamza forms of alef, alef maqsura and taa marbuta; tatweel (a stretching stroke) is dropped.
-_LETTERS: dict[int, str | None] = {ord("\u0142"): "l", ord("\u0111"): "d", ord("\u00f8"): "o"} | {
-    ord(c): "\u0627" for c in "\u0623\u0625\u0622\u0671"
-}
+_LETTERS: dict[int, str | None] = {ord("\u0142"): "l", ord("\u0111"): "d", ord("\u00f8"): "o"}
+_LETTERS |= {ord(c): "\u0627" for c in "\u0623\u0625\u0622\u0671"}
 _LETTERS |= {ord("\u0649"): "\u064a", ord("\u0629"): "\u0647", ord("\u0640"): None}
 _FOLD: dict[int, str | None] = {**_APOSTROPHES, **_DASHES, **_LETTERS}
 # Latin/Greek/Cyrillic diacritics (users often type "dano", "zabic sie") and Arabic vowel marks. Japanese
