@@ -21,6 +21,7 @@ DEFAULT_SYSTEM_PROMPT_RESOURCE = "default_system_prompt.md"
 
 # The risk guard's phrases (core/risk_guard.py), shipped as package data; config/risk_phrases.yaml is a copy.
 DEFAULT_RISK_PHRASES_RESOURCE = "default_risk_phrases.yaml"
+RISK_CATEGORIES = ("self_harm", "harm_to_others", "crisis")
 
 
 class _Frozen(BaseModel):
@@ -208,6 +209,11 @@ def _with_lexicon(settings: Settings, path: Path | None) -> Settings:
         phrases_path = (path.parent / guard.phrases_file).resolve()
         what = f"{path}: risk_guard.phrases_file: {phrases_path}"
         base = _parse_phrases(_read_text(phrases_path, what=what), what=what)
+        # Like a partial lexicon, an operator's own list can never silently drop a category: it names each one,
+        # and an empty list removes one on purpose.
+        missing = [category for category in RISK_CATEGORIES if category not in base]
+        if missing:
+            raise ConfigError(f"{what}: names no {', '.join(missing)} (an empty list removes one on purpose)")
     merged = {key: phrases for key, phrases in {**base, **guard.lexicon}.items() if phrases}
     where = f"{path}: risk_guard.lexicon" if path is not None else "risk_guard.lexicon"
     if not any(not key.startswith("<") for key in merged):

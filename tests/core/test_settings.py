@@ -160,14 +160,22 @@ def test_a_partial_lexicon_replaces_only_the_categories_it_names(tmp_path: Path)
 
 
 def test_phrases_file_is_relative_to_the_config_file(tmp_path: Path) -> None:
-    (tmp_path / "mine.yaml").write_text("self_harm: [red balloon]\nteapot: [short and stout]\n", encoding="utf-8")
+    mine = "self_harm: [red balloon]\nharm_to_others: []\ncrisis: []\nteapot: [short and stout]\n"
+    (tmp_path / "mine.yaml").write_text(mine, encoding="utf-8")
     path = write_config(tmp_path, "risk_guard:\n  phrases_file: mine.yaml\n")
     lexicon = load_settings(path).risk_guard.lexicon
     assert lexicon == {"self_harm": ("red balloon",), "teapot": ("short and stout",)}
 
 
+def test_a_phrases_file_that_leaves_out_a_category_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "mine.yaml").write_text("crisis: [blue moon]\nharm_to_others: []\n", encoding="utf-8")
+    message = load_error(write_config(tmp_path, "risk_guard:\n  phrases_file: mine.yaml\n"))
+    assert "mine.yaml" in message and "names no self_harm" in message
+
+
 def test_a_config_lexicon_replaces_only_what_it_names_over_the_phrases_file(tmp_path: Path) -> None:
-    (tmp_path / "mine.yaml").write_text("self_harm: [red balloon]\ncrisis: [blue moon]\n", encoding="utf-8")
+    mine = "self_harm: [red balloon]\ncrisis: [blue moon]\nharm_to_others: []\n"
+    (tmp_path / "mine.yaml").write_text(mine, encoding="utf-8")
     text = "risk_guard:\n  phrases_file: mine.yaml\n  lexicon:\n    crisis: [green cheese]\n"
     lexicon = load_settings(write_config(tmp_path, text)).risk_guard.lexicon
     assert lexicon == {"self_harm": ("red balloon",), "crisis": ("green cheese",)}
@@ -359,7 +367,8 @@ def test_missing_phrases_file_names_the_setting(tmp_path: Path) -> None:
     ],
 )
 def test_a_broken_phrases_file_is_one_line_naming_the_problem(tmp_path: Path, phrases: str, reason: str) -> None:
-    (tmp_path / "mine.yaml").write_text(phrases, encoding="utf-8")
+    categories = "".join(f"{c}: []\n" for c in ("self_harm", "harm_to_others", "crisis") if f"{c}:" not in phrases)
+    (tmp_path / "mine.yaml").write_text(phrases + categories, encoding="utf-8")
     message = load_error(write_config(tmp_path, "risk_guard:\n  phrases_file: mine.yaml\n"))
     assert str(tmp_path) in message and reason in message and "\n" not in message
 
