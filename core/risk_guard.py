@@ -120,11 +120,12 @@ class _Word:
     pieces: tuple[str, ...]
     boundary_before: bool
     boundary_after: bool
+    # Whether the first piece is one letter (so that phrases can be grouped by it), not `'?`, `-` or `*`.
+    starts_with_letter: bool = True
 
-    def regex(self, *, lead: bool = True) -> str:
-        body = "".join(self.pieces)
-        before = r"(?<!\w)" if self.boundary_before and lead else ""
-        return before + body + (r"(?!\w)" if self.boundary_after else "")
+    def regex(self) -> str:
+        before = r"(?<!\w)" if self.boundary_before else ""
+        return before + "".join(self.pieces) + (r"(?!\w)" if self.boundary_after else "")
 
 
 def _word(word: str) -> _Word:
@@ -147,6 +148,7 @@ def _word(word: str) -> _Word:
         pieces=tuple(pieces),
         boundary_before=not any_beginning and _spaced_letter(word[0]),
         boundary_after=_spaced_letter(word[-1]),
+        starts_with_letter=word[0] not in "*'-",
     )
 
 
@@ -250,7 +252,7 @@ class _Compiler:
             ]
             self._open.pop()
             return expanded
-        if first.optional or not first.words:
+        if first.optional or not first.words or not all(w.starts_with_letter for w in first.words):
             return [(False, None, self._join(tokens, None))]
         rest = self._join(tokens[1:], first.ends_unspaced)
         out: list[tuple[bool, str | None, str]] = []
