@@ -402,6 +402,21 @@ TRIPWIRE_SILENT = [
 ]
 
 
+# Innocent words and idioms next to algospeak and self-harm phrases.
+TRIPWIRE_SILENT += [
+    pytest.param("where did I leave my keys", id="en-keys-not-kys"),
+    pytest.param("we ran 10kms this morning", id="en-kms-distance-glued"),
+    pytest.param("only 2.5 kms left", id="en-kms-distance"),
+    pytest.param("CTB is the cost centre code", id="en-ctb-alone"),
+    pytest.param("I shot myself in the foot with that refactor", id="en-shot-myself-in-the-foot"),
+    pytest.param("you'll shoot yourself in the foot", id="en-shoot-yourself-in-the-foot"),
+    pytest.param("cut yourself some slack, and I'll cut myself some slack too", id="en-cut-some-slack"),
+    pytest.param("I'm going to burn myself out at this rate", id="en-burn-out"),
+    pytest.param("don't kill yourself over this ticket", id="en-dont-kill-yourself-over"),
+    pytest.param("the suicide rates in the report look off", id="en-statistics"),
+]
+
+
 @pytest.mark.parametrize("text", TRIPWIRE_SILENT)
 def test_tripwire_stays_silent_on_heated_but_harmless_text(lexicon: Lexicon, text: str) -> None:
     assert categories_in(text, lexicon) == frozenset()
