@@ -37,6 +37,10 @@ class TimedModel:
         self.replies.append(result)
         return result
 
+    async def review(self, request: ModelRequest, *, timeout_seconds: float, max_retries: int) -> ModelReply:
+        # The risk review runs beside the reply, not inside it: it is not model time to subtract.
+        return await self.inner.review(request, timeout_seconds=timeout_seconds, max_retries=max_retries)
+
 
 def percentile(values: list[float], pct: float) -> float:
     if not values:

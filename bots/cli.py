@@ -54,7 +54,10 @@ async def _chat(env: Environment, settings: Settings) -> int:
 
     log_note = _terminal_logging(env)
     async with open_runtime(env, settings) as runtime:
-        return await TerminalChat(runtime.service, log_note=log_note).run()
+        try:
+            return await TerminalChat(runtime.service, log_note=log_note).run()
+        finally:
+            await runtime.service.drain()
 
 
 def _limit_adapters(env: Environment, chosen: frozenset[str] | None) -> Environment:
@@ -206,6 +209,20 @@ def _parser() -> argparse.ArgumentParser:
         "Remove the text of messages older than retention.message_text_days now (the running bot also does "
         "this by itself); audit events are kept.",
     )
+    evaluate = _command(
+        sub,
+        "eval",
+        "measure the risk review on a labelled set",
+        "Run the configured risk review (its model, instructions and timeout) on every message of a labelled "
+        'JSON-lines file ({"text", "label", "lang"}; label self_harm, harm_to_others, crisis or none) and print '
+        "recall per category and language, the false-positive rate, the cost and the worst misses. Calls the "
+        "Anthropic API once per message. config/risk_eval_set.jsonl is a set to start from.",
+    )
+    evaluate.add_argument("kind", choices=["risk"], help="what to evaluate (risk: the risk review)")
+    evaluate.add_argument("file", type=Path, help="the labelled set, one JSON object per line")
+    evaluate.add_argument(
+        "--concurrency", type=int, default=4, metavar="N", help="reviews in flight at once (default 4)"
+    )
     return parser
 
 
@@ -255,10 +272,28 @@ def _operator_command(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
 
 
+def _eval(args: argparse.Namespace) -> int:
+    try:
+        env, settings = _load(need_model=True)
+    except UsageProblem as exc:
+        print(f"lastresort: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(level="WARNING", fmt="text", secrets=env.secrets(), stream=sys.stderr)
+    try:
+        return asyncio.run(
+            operator_commands.eval_risk(env, settings, sys.stdout, path=args.file, concurrency=args.concurrency)
+        )
+    except ConfigError as exc:
+        print(f"lastresort: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in ("check", "stats", "export", "purge"):
         return _operator_command(args)
+    if args.command == "eval":
+        return _eval(args)
     commands: dict[str, tuple[Command, bool]] = {
         "run": (_run, True),
         "chat": (_chat, True),

@@ -177,7 +177,7 @@ async def _discord_json(response: Any) -> dict[str, Any]:
 
 def configured_models(settings: Settings) -> tuple[str, ...]:
     """Every model the configuration names (a new setting that names one belongs here too)."""
-    return (settings.model.name,)
+    return tuple(dict.fromkeys((settings.model.name, settings.risk_review.model)))
 
 
 async def _check_anthropic(env: Environment, settings: Settings | None) -> list[Finding]:
@@ -387,7 +387,33 @@ async def purge(env: Environment, settings: Settings, out: TextIO) -> int:
     try:
         days = settings.retention.message_text_days
         removed = await store.purge_text(older_than=clock.now() - timedelta(days=days))
+        hours = settings.risk_review.author_mark_hours
+        await store.prune_author_marks(older_than=clock.now() - timedelta(hours=hours))
     finally:
         await store.close()
     out.write(f"Removed the text of {removed} messages older than {days} days; audit events are kept.\n")
+    return 0
+
+
+async def eval_risk(env: Environment, settings: Settings, out: TextIO, *, path: Path, concurrency: int) -> int:
+    """`lastresort eval risk FILE.jsonl`: the configured risk review against a labelled set (core/risk_eval.py)."""
+    from bots.runtime import build_model_client  # the SDK takes seconds to import; only this command needs it
+    from core.risk_eval import UsageTally, read_set, report, review_all
+    from core.risk_review import RiskReviewer
+
+    try:
+        with path.open(encoding="utf-8") as lines:
+            items = read_set(lines, source=str(path))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from exc
+    client = build_model_client(env, settings)
+    tally = UsageTally()
+    try:
+        reviewer = RiskReviewer(client=client, settings=settings.risk_review, observer=tally)
+        results = await review_all(items, reviewer, concurrency=concurrency)
+    finally:
+        await client.close()
+    print(report(results, model=settings.risk_review.model, tally=tally), file=out)
     return 0

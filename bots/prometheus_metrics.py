@@ -46,6 +46,13 @@ class PrometheusMetrics:
             ["platform", "reason"],
             registry=r,
         )
+        self.reviews = Histogram(
+            "lastresort_risk_review_seconds",
+            "Risk reviews by purpose (gate, screen) and outcome (clear, at_risk, unavailable)",
+            ["purpose", "outcome"],
+            buckets=(0.25, 0.5, 1, 2, 4, 8, 16),
+            registry=r,
+        )
         self.store_up = Gauge("lastresort_store_up", "1 while the database answers, 0 while it does not", registry=r)
         # Up until a check says otherwise: the process only starts once its store has opened.
         self.store_up.set(1)
@@ -82,6 +89,11 @@ class PrometheusMetrics:
 
     def set_store_up(self, up: bool) -> None:
         self.store_up.set(1 if up else 0)
+
+    def observe_review(self, purpose: str, outcome: str, seconds: float, usage: Usage) -> None:
+        self.reviews.labels(purpose=purpose, outcome=outcome).observe(seconds)
+        self.tokens.labels(kind="review_input").inc(usage.prompt_tokens)
+        self.tokens.labels(kind="review_output").inc(usage.output_tokens)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -11,7 +11,7 @@ from bots.environment import Environment
 from core.claude_client import ClaudeClient
 from core.clock import SystemClock
 from core.metrics import Metrics, NullMetrics
-from core.ports import Clock, ModelClient, Store
+from core.ports import ClaudeApi, Clock, Store
 from core.readiness import Readiness, StoreWatch
 from core.service import ConversationService
 from core.settings import Settings
@@ -75,7 +75,7 @@ def build_model_client(env: Environment, settings: Settings) -> ClaudeClient:
 
 
 def build_service(
-    *, store: Store, model: ModelClient, settings: Settings, clock: Clock, metrics: Metrics
+    *, store: Store, model: ClaudeApi, settings: Settings, clock: Clock, metrics: Metrics
 ) -> tuple[ConversationService, ThreadLocks]:
     longest_reply = settings.model.max_total_wait_seconds
     locks = ThreadLocks(

@@ -36,7 +36,11 @@ async def retention_sweeps(runtime: Runtime) -> None:
     days = runtime.settings.retention.message_text_days
     while True:
         try:
-            removed = await runtime.store.purge_text(older_than=runtime.clock.now() - timedelta(days=days))
+            now = runtime.clock.now()
+            removed = await runtime.store.purge_text(older_than=now - timedelta(days=days))
+            # Authors' risk marks stop counting after their window; past it they are deleted.
+            hours = runtime.settings.risk_review.author_mark_hours
+            await runtime.store.prune_author_marks(older_than=now - timedelta(hours=hours))
             if removed:
                 log.info("retention purge", extra={"messages": removed, "days": days})
         except Exception:
@@ -144,3 +148,6 @@ async def _drain(runtime: Runtime) -> None:
         )
         # Cancelled replies store nothing (turns are stored only when complete) and release leases.
         await runtime.work.cancel_running(CANCEL_SECONDS)
+    # Risk screens that outlived their reply write their marks before the store closes (each is bounded by
+    # the review's own timeout).
+    await runtime.service.drain()

@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import anthropic
 import httpx2
-from anthropic.types import RawMessageStreamEvent
+from anthropic.types import Message, RawMessageStreamEvent
 
 from core.domain import JSON
 from core.ports import ModelReply, ModelRequest, ModelUnavailableError, StreamListener, Usage
@@ -186,6 +186,40 @@ class ClaudeClient:
             stop_reason=str(reply.stop_reason or "end_turn"),
             usage=usage,
             request_id=request_id,
+        )
+
+    async def review(self, request: ModelRequest, *, timeout_seconds: float, max_retries: int) -> ModelReply:
+        """One complete reply, not streamed (the risk review: a forced tool call, read whole), with its own
+        timeout and retries. Raises ModelUnavailableError when there is none."""
+        client = self._client.with_options(timeout=timeout_seconds, max_retries=max_retries)
+        # Our requests are plain JSON dicts; the SDK's overloads want its TypedDicts.
+        create: Any = client.messages.create
+        try:
+            message: Message = await create(
+                model=request.model,
+                max_tokens=request.max_tokens,
+                system=list(request.system),
+                messages=list(request.messages),
+                tools=list(request.tools),
+                tool_choice=request.tool_choice or {"type": "auto"},
+            )
+        except anthropic.APIStatusError as exc:
+            log.warning("risk review failed: %s", error_type(exc), extra={"status": exc.status_code})
+            raise ModelUnavailableError(f"the model API answered {error_type(exc)}") from exc
+        except anthropic.APIError as exc:
+            log.warning("risk review failed: %s", type(exc).__name__)
+            raise ModelUnavailableError(type(exc).__name__) from exc
+        usage = message.usage
+        return ModelReply(
+            blocks=tuple(block.model_dump(mode="json", exclude_none=True) for block in message.content),
+            stop_reason=str(message.stop_reason or "end_turn"),
+            usage=Usage(
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cache_read_input_tokens=usage.cache_read_input_tokens or 0,
+                cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
+            ),
+            request_id=message._request_id,
         )
 
     async def look_up_models(self, names: Sequence[str]) -> dict[str, str | None]:

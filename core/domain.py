@@ -139,6 +139,23 @@ class Draft:
     ts: str
 
 
+@dataclass(frozen=True, slots=True)
+class RiskMarks:
+    """What is marked at risk around one conversation: flags and categories, never text. A conversation's
+    mark is for good; an author's holds for a while after their last signal (settings)."""
+
+    conversation_marked: bool = False
+    categories: frozenset[str] = frozenset()
+    # Authors in this conversation whose own mark is still live (from this or another conversation).
+    authors: frozenset[str] = frozenset()
+    # The support resources were shown in this conversation (they are shown once).
+    support_shown: bool = False
+
+    @property
+    def marked(self) -> bool:
+        return self.conversation_marked or bool(self.authors)
+
+
 class AuditKind(StrEnum):
     WARNING_RECORDED = "warning_recorded"
     WARNING_REFUSED = "warning_refused"
@@ -148,6 +165,9 @@ class AuditKind(StrEnum):
     CONFIRMATION_ACCEPTED = "confirmation_accepted"
     CONFIRMATION_DECLINED = "confirmation_declined"
     RISK_GUARD_FIRED = "risk_guard_fired"
+    RISK_MARKED = "risk_marked"
+    REVIEW_UNAVAILABLE = "review_unavailable"
+    MODERATOR_OVERRIDE = "moderator_override"
     MODEL_REFUSAL = "model_refusal"
     MODEL_ERROR = "model_error"
     INVALID_TOOL_CALL = "invalid_tool_call"

@@ -18,6 +18,8 @@ class Metrics(Protocol):
     def observe_redelivered(self, platform: str) -> None: ...
     def observe_given_up(self, platform: str, reason: str) -> None: ...
     def set_store_up(self, up: bool) -> None: ...
+    # The risk review: purpose "gate" or "screen", outcome "clear", "at_risk" or "unavailable".
+    def observe_review(self, purpose: str, outcome: str, seconds: float, usage: Usage) -> None: ...
 
 
 class NullMetrics:
@@ -43,4 +45,7 @@ class NullMetrics:
         pass
 
     def set_store_up(self, up: bool) -> None:
+        pass
+
+    def observe_review(self, purpose: str, outcome: str, seconds: float, usage: Usage) -> None:
         pass

@@ -17,6 +17,7 @@ from core.domain import (
     NewMessage,
     PendingConfirmation,
     RecordedWarning,
+    RiskMarks,
     StoredMessage,
     ThreadKey,
     VoteCounts,
@@ -49,6 +50,8 @@ class ModelRequest:
     tools: tuple[JSON, ...]
     max_tokens: int
     model: str
+    # Forces one tool (the risk review's `assess_risk`); None lets the model choose.
+    tool_choice: JSON | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,16 @@ class StreamListener(Protocol):
 @runtime_checkable
 class ModelClient(Protocol):
     async def reply(self, request: ModelRequest, listener: StreamListener | None = None) -> ModelReply: ...
+
+
+class RiskReviewClient(Protocol):
+    """The one call the risk review makes: a complete (not streamed) reply, or ModelUnavailableError."""
+
+    async def review(self, request: ModelRequest, *, timeout_seconds: float, max_retries: int) -> ModelReply: ...
+
+
+class ClaudeApi(ModelClient, RiskReviewClient, Protocol):
+    """What the service needs of Claude: the conversation's replies and the risk review."""
 
 
 class ConversationStore(Protocol):
@@ -202,8 +215,39 @@ class DraftStore(Protocol):
     async def forget_draft(self, *, conversation_id: int, ts: str) -> None: ...
 
 
+class RiskMarkStore(Protocol):
+    """Who and what is marked at risk: flags, categories and times, never text. Marks outlive retention and
+    `forget`, since they are what keeps a person who was at risk from being warned or ended later."""
+
+    async def mark_at_risk(
+        self, *, conversation_id: int, platform: str, author_ids: Sequence[str], categories: Sequence[str], source: str
+    ) -> bool:
+        """Mark the conversation (for good) and these authors (from now); categories add up. True if the
+        conversation was not marked before."""
+        ...
+
+    async def risk_marks(
+        self, *, conversation_id: int, platform: str, author_ids: Sequence[str], since: datetime
+    ) -> RiskMarks:
+        """The conversation's mark, and which of these authors have a signal since `since`."""
+        ...
+
+    async def note_support_shown(self, *, conversation_id: int) -> None: ...
+    async def prune_author_marks(self, *, older_than: datetime) -> int:
+        """Delete authors' marks whose last signal is older than `older_than` (they no longer count)."""
+        ...
+
+    async def end_if_current(
+        self, *, conversation_id: int, reason: EndReason, explanation: str, actor: str, after_message_id: int
+    ) -> Conversation | None:
+        """End the conversation only if it is active and nobody wrote in it after message `after_message_id`
+        (ids keep arrival order): an ending never commits on a stale snapshot. None if it did not end."""
+        ...
+
+
 class Store(
     ConversationStore,
+    RiskMarkStore,
     MessageStore,
     WarningStore,
     ConfirmationStore,

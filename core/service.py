@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from core.audit import Auditor, moderator_actor, user_actor
@@ -14,6 +14,7 @@ from core.domain import (
     Conversation,
     EndReason,
     NewMessage,
+    RiskMarks,
     Role,
     StoredMessage,
     ThreadKey,
@@ -30,8 +31,11 @@ from core.outcomes import (
     Rejected,
 )
 from core.overview import FEEDBACK_LIMIT, NOTABLE_EVENTS, Overview
-from core.ports import Clock, ModelClient, Store, TextSink
+from core.ports import ClaudeApi, Clock, Store, TextSink
 from core.prompt import user_text_block
+from core.risk_guard import compile_lexicon
+from core.risk_review import RiskReviewer
+from core.risk_watch import GateRefused, RiskWatch
 from core.rules import decide_confirmation
 from core.settings import Settings
 from core.thread_locks import LeaseTimeoutError, ThreadLocks
@@ -90,6 +94,11 @@ class BranchSource:
 class ModeratorAction:
     conversation: Conversation
     changed: bool  # False: it already was in the state asked for
+    # Why an `end` was held back (nothing changed): "at_risk" (marked, or the review found risk),
+    # "review_unavailable" (the review gave no answer) or "stale" (someone wrote meanwhile). An explicit
+    # override ends it anyway, except when stale.
+    held: str | None = None
+    categories: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +106,11 @@ class ConversationStatus:
     conversation: Conversation
     user_messages: int
     warnings: int
+    risk: RiskMarks = field(default_factory=RiskMarks)
 
+
+# Said to the owner when the gate holds their confirmed ending back; never says why (the person may be at risk).
+CONFIRMATION_HELD = "The conversation stays open for now. I'm still here if you want to keep talking."
 
 # Moderators' reasons are shown in the ending notice (and stay in the audit trail): kept short.
 MAX_MODERATOR_REASON = 500
@@ -108,7 +121,7 @@ class ConversationService:
         self,
         *,
         store: Store,
-        model: ModelClient,
+        model: ClaudeApi,
         settings: Settings,
         clock: Clock,
         locks: ThreadLocks,
@@ -121,8 +134,22 @@ class ConversationService:
         self._locks = locks
         self._metrics = metrics or NullMetrics()
         self._auditor = Auditor(store, clock=clock, metrics=self._metrics)
+        self._risk = RiskWatch(
+            store=store,
+            reviewer=RiskReviewer(client=model, settings=settings.risk_review, observer=self._metrics),
+            lexicon=compile_lexicon(settings.risk_guard.lexicon),
+            settings=settings,
+            clock=clock,
+            auditor=self._auditor,
+        )
         self._turns = TurnRunner(
-            store=store, model=model, settings=settings, clock=clock, metrics=self._metrics, auditor=self._auditor
+            store=store,
+            model=model,
+            settings=settings,
+            clock=clock,
+            metrics=self._metrics,
+            auditor=self._auditor,
+            risk=self._risk,
         )
 
     @property
@@ -248,6 +275,10 @@ class ConversationService:
     def notice_for(self, conversation: Conversation) -> EndingNotice:
         return self._turns.notice_for(conversation)
 
+    async def drain(self) -> None:
+        """Let risk screens still running finish and write what they found (at shutdown)."""
+        await self._risk.drain()
+
     # -- confirmation of user_requested endings ----------------------------------------------------
 
     async def answer_confirmation(
@@ -268,26 +299,34 @@ class ConversationService:
                     return NotAllowed("This request was already answered.")
                 await self._auditor.record(AuditKind.CONFIRMATION_DECLINED, conversation.id, user_actor(actor_id))
                 return ConfirmationAnswered(conversation, False, self._settings.notices.confirm_declined)
-            risk = self._turns.assess(await self._store.messages(conversation.id))
             decision = decide_confirmation(
                 actor_id=actor_id,
                 owner_id=pending.owner_id,
                 ended=conversation.is_ended,
                 already_resolved=resolved,
-                risk_fired=risk.fired,
+                risk_fired=False,
             )
-            if not decision.approved or not await self._store.resolve_confirmation(confirmation_id):
-                if decision.code == "risk_guard":
-                    await self._auditor.record(
-                        AuditKind.ENDING_REFUSED, conversation.id, user_actor(actor_id), "risk_guard"
-                    )
-                return NotAllowed(decision.reason if not decision.approved else "This request was already answered.")
-            ended = await self._store.end_conversation(
+            if not decision.approved:
+                return NotAllowed(decision.reason)
+            # The owner's click is an ending attempt like any other: the risk gate decides, on the branch as
+            # it stands now, and the ending commits only if nobody wrote meanwhile.
+            gate = await self._risk.gate(conversation, decided_on=None)
+            if isinstance(gate, GateRefused):
+                await self._auditor.record(AuditKind.ENDING_REFUSED, conversation.id, user_actor(actor_id), gate.code)
+                await self._store.resolve_confirmation(confirmation_id)
+                return NotAllowed(CONFIRMATION_HELD)
+            if not await self._store.resolve_confirmation(confirmation_id):
+                return NotAllowed("This request was already answered.")
+            ended = await self._store.end_if_current(
                 conversation_id=conversation.id,
                 reason=EndReason.USER_REQUESTED,
                 explanation=pending.explanation,
                 actor=user_actor(actor_id),
+                after_message_id=gate.snapshot_id,
             )
+            if ended is None:
+                await self._auditor.record(AuditKind.ENDING_REFUSED, conversation.id, user_actor(actor_id), "stale")
+                return NotAllowed(CONFIRMATION_HELD)
             await self._auditor.record(AuditKind.CONFIRMATION_ACCEPTED, conversation.id, user_actor(actor_id))
             await self._auditor.record(
                 AuditKind.ENDING_APPROVED,
@@ -396,11 +435,16 @@ class ConversationService:
             return None
         history = await self._store.messages(conversation.id)
         warnings = await self._store.warnings(conversation.id)
-        return ConversationStatus(conversation, sum(1 for m in history if m.is_user_text), len(warnings))
+        marks = await self._risk.marks(conversation, history)
+        return ConversationStatus(conversation, sum(1 for m in history if m.is_user_text), len(warnings), marks)
 
-    async def moderator_end(self, *, key: ThreadKey, moderator_id: str, reason: str) -> ModeratorAction | None:
-        """End a conversation now. `changed` is False if it had already ended (by anyone): then nothing
-        is recorded and no second notice is due."""
+    async def moderator_end(
+        self, *, key: ThreadKey, moderator_id: str, reason: str, override: bool = False
+    ) -> ModeratorAction | None:
+        """End a conversation now, unless someone in it may be at risk (the marks, then the risk review of
+        the whole branch, which fails closed): then it is held back and the moderator is told why, unless they
+        explicitly `override`, which is audited with their id. `changed` is False if it had already ended (by
+        anyone) or was held back: then no notice is due."""
         if await self._store.find_conversation(key) is None:
             return None
         async with self._locks.hold(key):
@@ -410,16 +454,37 @@ class ConversationService:
                 return None
             if conversation.is_ended:
                 return ModeratorAction(conversation, changed=False)
+            actor = moderator_actor(moderator_id)
+            gate = await self._risk.gate(conversation, decided_on=None)
+            if isinstance(gate, GateRefused):
+                held = "at_risk" if gate.code == "risk_guard" else gate.code
+                if not override or held == "stale":
+                    await self._auditor.record(AuditKind.ENDING_REFUSED, conversation.id, actor, gate.code)
+                    return ModeratorAction(conversation, changed=False, held=held, categories=gate.categories)
+                await self._auditor.record(
+                    AuditKind.MODERATOR_OVERRIDE,
+                    conversation.id,
+                    actor,
+                    held,
+                    categories=",".join(sorted(gate.categories)),
+                )
             explanation = reason.strip()[:MAX_MODERATOR_REASON] or "A moderator ended this conversation."
-            ended = await self._store.end_conversation(
-                conversation_id=conversation.id,
-                reason=EndReason.MODERATOR,
-                explanation=explanation,
-                actor=moderator_actor(moderator_id),
-            )
-            await self._auditor.record(
-                AuditKind.MODERATOR_END, conversation.id, moderator_actor(moderator_id), reason.strip()[:200]
-            )
+            if isinstance(gate, GateRefused):
+                ended: Conversation | None = await self._store.end_conversation(
+                    conversation_id=conversation.id, reason=EndReason.MODERATOR, explanation=explanation, actor=actor
+                )
+            else:
+                ended = await self._store.end_if_current(
+                    conversation_id=conversation.id,
+                    reason=EndReason.MODERATOR,
+                    explanation=explanation,
+                    actor=actor,
+                    after_message_id=gate.snapshot_id,
+                )
+            if ended is None:
+                await self._auditor.record(AuditKind.ENDING_REFUSED, conversation.id, actor, "stale")
+                return ModeratorAction(conversation, changed=False, held="stale")
+            await self._auditor.record(AuditKind.MODERATOR_END, conversation.id, actor, reason.strip()[:200])
         return ModeratorAction(ended, changed=True)
 
     async def moderator_reopen(self, *, key: ThreadKey, moderator_id: str, reason: str = "") -> ModeratorAction | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from core.risk_guard import PhraseError, compile_lexicon
 
 DEFAULT_SYSTEM_PROMPT_RESOURCE = "default_system_prompt.md"
+DEFAULT_RISK_REVIEW_RESOURCE = "default_risk_review.md"
 
 # The risk guard's phrases (core/risk_guard.py), shipped as package data; config/risk_phrases.yaml is a copy.
 DEFAULT_RISK_PHRASES_RESOURCE = "default_risk_phrases.yaml"
@@ -67,6 +68,33 @@ class RiskGuardSettings(_Frozen):
             if any(not p.strip() for p in phrases):
                 raise ValueError(f"category {category!r} has an empty phrase")
         return value
+
+
+class RiskReviewSettings(_Frozen):
+    """The risk review by Claude (core/risk_review.py): the gate before every warning and ending, and the
+    screen beside every reply. It fails closed: when it cannot answer, nothing is warned or ended."""
+
+    # A small, fast model: it runs beside every reply and before every warning or ending.
+    model: str = "claude-haiku-4-5"
+    timeout_seconds: float = Field(10.0, gt=0)
+    max_retries: int = Field(2, ge=0, le=10)
+    max_output_tokens: int = Field(400, ge=64, le=4096)
+    # "every_message": screen each user message beside its reply (the default); "endings_only": review
+    # only before a warning or an ending.
+    screen: Literal["every_message", "endings_only"] = "every_message"
+    # The screen reads this many recent messages (every author, Claude's too); the gate reads the whole branch.
+    screen_messages: int = Field(20, ge=1)
+    # How long a finished reply waits for a screen still running before it is posted without the support
+    # resources (they then come with the next reply): the screen adds at most this to an answer.
+    screen_grace_seconds: float = Field(1.0, ge=0)
+    # A transcript longer than this keeps its start and its end (the review must see both).
+    max_transcript_chars: int = Field(120_000, ge=2_000)
+    # An author's mark holds across their conversations on the platform this long after the last signal.
+    author_mark_hours: float = Field(24.0, gt=0)
+    # Relative to the configuration file; unset means the instructions shipped inside the package.
+    instructions_file: str | None = None
+    # Filled at load time so the running bot never touches the disk for it.
+    instructions: str = ""
 
 
 class LimitSettings(_Frozen):
@@ -131,6 +159,7 @@ class Settings(_Frozen):
     model: ModelSettings = ModelSettings()
     rules: RuleSettings = RuleSettings()
     risk_guard: RiskGuardSettings = RiskGuardSettings()
+    risk_review: RiskReviewSettings = RiskReviewSettings()
     limits: LimitSettings = LimitSettings()
     notices: NoticeSettings = NoticeSettings()
     moderators: ModeratorSettings = ModeratorSettings()
@@ -225,10 +254,26 @@ def _with_lexicon(settings: Settings, path: Path | None) -> Settings:
     return settings.model_copy(update={"risk_guard": guard.model_copy(update={"lexicon": merged})})
 
 
+def default_risk_review_instructions() -> str:
+    return resources.files("core").joinpath(DEFAULT_RISK_REVIEW_RESOURCE).read_text(encoding="utf-8").strip()
+
+
+def _with_review_instructions(settings: Settings, path: Path | None) -> Settings:
+    review = settings.risk_review
+    if path is None or review.instructions_file is None:
+        text = default_risk_review_instructions()
+    else:
+        file = (path.parent / review.instructions_file).resolve()
+        text = _read_text(file, what=f"{path}: risk_review.instructions_file: {file}").strip()
+        if not text:
+            raise ConfigError(f"{path}: risk_review.instructions_file: {file} is empty")
+    return settings.model_copy(update={"risk_review": review.model_copy(update={"instructions": text})})
+
+
 def load_settings(path: Path | None) -> Settings:
     """Validate the YAML file at `path` over the defaults (no file: the defaults); read the prompt and phrases."""
     if path is None:
-        return _with_lexicon(Settings(system_prompt=default_system_prompt()), None)
+        return _with_review_instructions(_with_lexicon(Settings(system_prompt=default_system_prompt()), None), None)
     raw_text = _read_text(path, what=f"{path}")
     try:
         raw: Any = yaml.safe_load(raw_text)
@@ -251,6 +296,7 @@ def load_settings(path: Path | None) -> Settings:
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from exc
     settings = _with_lexicon(settings, path)
+    settings = _with_review_instructions(settings, path)
     if settings.system_prompt_file is None:
         return settings.model_copy(update={"system_prompt": default_system_prompt()})
     prompt_path = (path.parent / settings.system_prompt_file).resolve()

@@ -6,6 +6,7 @@ was decided (record a warning, end, ask to confirm) and says why to the model wh
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -36,8 +37,11 @@ from core.ports import (
     TextSink,
 )
 from core.prompt import build_request
-from core.risk_guard import RiskAssessment, assess, compile_lexicon
+from core.risk_guard import RiskAssessment, assess
+from core.risk_review import ReviewResult, RiskFinding
+from core.risk_watch import GateRefused, RiskWatch, newest_person_message
 from core.rules import (
+    RISK_REFUSAL,
     Decision,
     EndProposal,
     InvalidCall,
@@ -58,8 +62,19 @@ class _Turn:
     conversation: Conversation
     rule_state: RuleState
     risk: RiskAssessment
+    # The newest message a person wrote that this answer (and so the model's decision) saw.
+    decided_on: int = 0
+    # Who wrote the messages this answer is for: whom a finding marks.
+    authors: tuple[str, ...] = ()
+    screen: asyncio.Task[ReviewResult] | None = None
+    # The support resources are due with this answer (risk seen, and not shown in this conversation yet).
+    support_due: bool = False
+    # What the gate cleared an ending on: it commits only if nobody wrote after this message.
+    snapshot_id: int = 0
     outcome: Outcome | None = None
     refused: bool = False
+    # An ending cleared by the gate lost the race with a new message at the moment it was to commit.
+    stale_after_commit: bool = False
     last_seq: int = 0  # the last message this answer stored
 
 
@@ -96,6 +111,25 @@ class RevealGate:
             await self._sink("")
 
 
+STALE_REFUSAL = (
+    "A new message arrived before the ending took effect, so the conversation has not ended. Answer the new "
+    "message; do not say the conversation ended."
+)
+REVIEW_UNAVAILABLE_REFUSAL = (
+    "The independent risk review could not run, so nothing can be warned or ended right now. The conversation "
+    "continues: answer normally, and do not present this reply as a warning or say the conversation ended."
+)
+
+
+def gate_refusal(gate: GateRefused) -> Decision:
+    """What the model is told when the gate holds back an approved warning or ending."""
+    if gate.code == "stale":
+        return Decision(Verdict.REFUSE, "stale", STALE_REFUSAL)
+    if gate.code == "review_unavailable":
+        return Decision(Verdict.REFUSE, "review_unavailable", REVIEW_UNAVAILABLE_REFUSAL)
+    return Decision(Verdict.REFUSE, "risk_guard", RISK_REFUSAL)
+
+
 def _non_empty(blocks: Sequence[JSON]) -> tuple[JSON, ...]:
     """The API rejects empty text blocks when a turn is replayed, so they are never stored."""
     return tuple(b for b in blocks if not (b.get("type") == "text" and not str(b.get("text", "")).strip()))
@@ -121,6 +155,7 @@ class TurnRunner:
         clock: Clock,
         metrics: Metrics,
         auditor: Auditor,
+        risk: RiskWatch,
     ) -> None:
         self._store = store
         self._model = model
@@ -128,7 +163,7 @@ class TurnRunner:
         self._clock = clock
         self._metrics = metrics
         self._auditor = auditor
-        self._lexicon = compile_lexicon(settings.risk_guard.lexicon)
+        self._risk = risk
 
     async def _record_usage(self, platform: str, payer: str, place: str, reply: ModelReply) -> None:
         """Charge the person whose message was answered, and the place it was in."""
@@ -165,18 +200,58 @@ class TurnRunner:
             user_turns_since_warning=turns_since,
         )
 
-    def assess(self, history: Sequence[StoredMessage]) -> RiskAssessment:
+    def _window(self, history: Sequence[StoredMessage]) -> RiskAssessment:
         texts = [m.text for m in history if m.is_user_text]
-        return assess(texts, self._lexicon, window=self._settings.risk_guard.window_messages)
+        return assess(texts, self._risk.lexicon, window=self._settings.risk_guard.window_messages)
 
-    def _support(self, risk: RiskAssessment) -> str | None:
-        if risk.current_message and self._settings.risk_guard.support_resources_enabled:
-            return self._settings.risk_guard.support_message
-        return None
+    async def _watch(self, turn: _Turn, history: Sequence[StoredMessage], pending: Sequence[StoredMessage]) -> None:
+        """Risk at the start of an answer: the tripwire on each new message, the sticky marks, the screen."""
+        conversation = turn.conversation
+        tripped = [(m, self._risk.tripwire(m.text)) for m in pending]
+        tripped = [(m, found) for m, found in tripped if found]
+        marks = await self._risk.marks(conversation, history)
+        fired = turn.risk.fired or marks.marked
+        if tripped:
+            categories = sorted({c for _, found in tripped for c in found})
+            await self._auditor.record(AuditKind.RISK_GUARD_FIRED, conversation.id, MODEL_ACTOR, ",".join(categories))
+            authors = sorted({m.author_id for m, _ in tripped if m.author_id})
+            await self._risk.mark(conversation, authors=authors, categories=categories, source="tripwire")
+            fired = True
+        turn.rule_state = replace(turn.rule_state, risk_fired=fired)
+        turn.support_due = fired and not marks.support_shown
+        turn.screen = self._risk.start_screen(history)
 
-    def _with_support(self, text: str, risk: RiskAssessment) -> str:
-        support = self._support(risk)
-        return f"{text}\n\n{support}" if support else text
+    async def _screen_found_risk(self, turn: _Turn, *, wait: float | None) -> bool:
+        """The screen's finding, waiting for it at most `wait` seconds (None: as long as it takes). A screen
+        still running after that is left to finish on its own and mark what it finds."""
+        task, turn.screen = turn.screen, None
+        if task is None:
+            return False
+        if not task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout=wait)
+            except TimeoutError:
+                self._risk.finish_late(task, turn.conversation, turn.authors)
+                return False
+        found = task.result()
+        await self._risk.note_screen(turn.conversation, found, authors=turn.authors)
+        return isinstance(found, RiskFinding) and found.at_risk
+
+    async def _with_screen(self, turn: _Turn, outcome: Outcome) -> Outcome:
+        """The screen's word on this answer, then the support resources, once per conversation."""
+        if await self._screen_found_risk(turn, wait=self._settings.risk_review.screen_grace_seconds):
+            turn.support_due = True
+        guard = self._settings.risk_guard
+        if not turn.support_due or not guard.support_resources_enabled:
+            return outcome
+        if isinstance(outcome, Reply):
+            shown: Outcome = replace(outcome, support=guard.support_message)
+        elif isinstance(outcome, ModelUnavailable | ModelRefused):
+            shown = replace(outcome, text=f"{outcome.text}\n\n{guard.support_message}")
+        else:
+            return outcome
+        await self._store.note_support_shown(conversation_id=turn.conversation.id)
+        return shown
 
     async def answer(
         self, conversation_id: int, trigger: StoredMessage, on_text: TextSink | None, budget_scope: str | None
@@ -191,18 +266,37 @@ class TurnRunner:
         if conversation.is_ended:
             await self._store.mark_answered(conversation_id=conversation_id, up_to_seq=history[-1].seq)
             return AlreadyEnded(conversation, self._settings.notices.ended_reply)
-        risk = self.assess(history)
-        if risk.current_message:
-            await self._auditor.record(
-                AuditKind.RISK_GUARD_FIRED, conversation_id, MODEL_ACTOR, ",".join(sorted(risk.categories))
-            )
+        risk = self._window(history)
+        # The messages this answer is for: what a refusal must drop and what the budget is charged to.
+        pending = [m for m in history if m.is_user_text and not m.answered]
         turn = _Turn(
             conversation=conversation,
             rule_state=self._rule_state(conversation, history, [w.after_seq for w in warnings], risk),
             risk=risk,
+            decided_on=newest_person_message(history),
+            authors=tuple(sorted({m.author_id for m in pending if m.author_id})),
         )
-        # The messages this answer is for: what a refusal must drop and what the budget is charged to.
-        pending = [m for m in history if m.is_user_text and not m.answered]
+        await self._watch(turn, history, pending)
+        try:
+            outcome = await self._answer(turn, history, current, pending, on_text=on_text, budget_scope=budget_scope)
+        except BaseException:
+            if turn.screen is not None:
+                self._risk.finish_late(turn.screen, turn.conversation, turn.authors)
+            raise
+        return await self._with_screen(turn, outcome)
+
+    async def _answer(
+        self,
+        turn: _Turn,
+        history: list[StoredMessage],
+        current: StoredMessage,
+        pending: Sequence[StoredMessage],
+        *,
+        on_text: TextSink | None,
+        budget_scope: str | None,
+    ) -> Outcome:
+        conversation = turn.conversation
+        conversation_id = conversation.id
         payer = current.author_id or conversation.owner_id
         scope = budget_scope or conversation.key.place
         answered_up_to = history[-1].seq
@@ -259,9 +353,12 @@ class TurnRunner:
             )
             turn.last_seq = stored[-1].seq
             for _, effect in results:
-                await self._apply(turn, effect, stored[0].seq, text)
+                await self._apply(turn, effect, stored, text)
             if isinstance(turn.outcome, Ended):
                 return turn.outcome
+            if turn.stale_after_commit:
+                # The new message gets its own answer; nothing of this attempt stays in the history.
+                return self._final(turn, "")
             if turn.refused:
                 # Whatever this reply said went with a refused call (say, a goodbye before a refused
                 # ending): the user must not see it.
@@ -289,9 +386,7 @@ class TurnRunner:
             await self._auditor.record(AuditKind.MODEL_ERROR, conversation_id, MODEL_ACTOR, str(exc)[:200])
             # The user is told; the message stays in the history and goes with their next one.
             await self._store.mark_answered(conversation_id=conversation_id, up_to_seq=answered_up_to)
-            return ModelUnavailable(
-                turn.conversation, self._with_support(self._settings.notices.model_unavailable, turn.risk)
-            )
+            return ModelUnavailable(turn.conversation, self._settings.notices.model_unavailable)
         self._metrics.observe_model_call(time.monotonic() - started, reply.usage)
         return reply
 
@@ -301,7 +396,7 @@ class TurnRunner:
                 return replace(turn.outcome, text=text)
             return turn.outcome
         # No words fit to show (empty, or said alongside a refused call twice): say plainly what is true.
-        return Reply(turn.conversation, text or self._settings.notices.conversation_continues, self._support(turn.risk))
+        return Reply(turn.conversation, text or self._settings.notices.conversation_continues)
 
     async def _handle_refusal(
         self, turn: _Turn, pending: Sequence[StoredMessage], seen_up_to: int, reply: ModelReply
@@ -324,20 +419,27 @@ class TurnRunner:
             "stop_reason=refusal",
             request_id=reply.request_id,
         )
-        return ModelRefused(conversation, self._with_support(self._settings.notices.model_refused, turn.risk))
+        return ModelRefused(conversation, self._settings.notices.model_refused)
 
     async def _decide(self, turn: _Turn, block: JSON) -> tuple[JSON, tuple[object, Decision]]:
         """Judge one tool call; returns its tool_result block and what to do once the turn is stored."""
         call = parse_tool_call(str(block.get("name", "")), block.get("input"))
         decision: Decision
+        # Whatever the screen of this message found counts before anything is decided.
+        unsure = not isinstance(call, InvalidCall) and not turn.rule_state.risk_fired
+        if unsure and await self._screen_found_risk(turn, wait=None):
+            turn.rule_state = replace(turn.rule_state, risk_fired=True)
+            turn.support_due = True
         if isinstance(call, InvalidCall):
             decision = Decision(Verdict.REFUSE, "invalid_call", f"Invalid tool call: {call.problem}.")
         elif isinstance(call, WarnProposal):
-            decision = decide_warning(call, turn.rule_state, self._settings.rules)
+            decision = await self._gated(
+                turn, decide_warning(call, turn.rule_state, self._settings.rules), ending=False
+            )
             if decision.approved:
                 turn.rule_state = replace(turn.rule_state, has_warning=True, user_turns_since_warning=0)
         else:
-            decision = decide_ending(call, turn.rule_state, self._settings.rules)
+            decision = await self._gated(turn, decide_ending(call, turn.rule_state, self._settings.rules), ending=True)
             if decision.approved:
                 turn.rule_state = replace(turn.rule_state, ended=True)
         if decision.verdict is Verdict.REFUSE:
@@ -347,9 +449,27 @@ class TurnRunner:
             result["is_error"] = True
         return result, (call, decision)
 
-    async def _apply(self, turn: _Turn, effect: tuple[object, Decision], assistant_seq: int, text: str) -> None:
+    async def _gated(self, turn: _Turn, decision: Decision, *, ending: bool) -> Decision:
+        """A warning or ending the rules approve takes effect only once the risk review of the whole branch
+        (new messages included) finds nothing; an ending also only if nobody wrote since the decision."""
+        if not decision.approved:
+            return decision
+        decided_on = turn.decided_on if ending else None
+        gate = await self._risk.gate(turn.conversation, decided_on=decided_on, authors=turn.authors)
+        if isinstance(gate, GateRefused):
+            if gate.code == "risk_guard":
+                turn.rule_state = replace(turn.rule_state, risk_fired=True)
+                turn.support_due = True
+            return gate_refusal(gate)
+        turn.snapshot_id = gate.snapshot_id
+        return decision
+
+    async def _apply(
+        self, turn: _Turn, effect: tuple[object, Decision], stored: Sequence[StoredMessage], text: str
+    ) -> None:
         call, decision = effect
         conversation = turn.conversation
+        assistant_seq = stored[0].seq
         if isinstance(call, InvalidCall):
             await self._auditor.record(
                 AuditKind.INVALID_TOOL_CALL, conversation.id, MODEL_ACTOR, call.problem, tool=call.tool
@@ -383,12 +503,23 @@ class TurnRunner:
                     conversation, text, pending.id, self._settings.notices.confirm_question, call.explanation
                 )
             elif decision.approved:
-                ended = await self._store.end_conversation(
+                ended = await self._store.end_if_current(
                     conversation_id=conversation.id,
                     reason=call.reason,
                     explanation=call.explanation,
                     actor=MODEL_ACTOR,
+                    after_message_id=turn.snapshot_id,
                 )
+                if ended is None:
+                    # Someone wrote in the moment between the gate and the commit. The stored attempt says the
+                    # conversation ended, which is untrue, so it leaves the history the model reads.
+                    for message in stored:
+                        await self._store.exclude_message(message.id)
+                    await self._auditor.record(
+                        AuditKind.ENDING_REFUSED, conversation.id, MODEL_ACTOR, "stale", proposed=call.reason.value
+                    )
+                    turn.stale_after_commit = True
+                    return
                 await self._auditor.record(AuditKind.ENDING_APPROVED, conversation.id, MODEL_ACTOR, call.reason.value)
                 turn.conversation = ended
                 turn.outcome = Ended(ended, text, self.notice_for(ended))

@@ -28,6 +28,7 @@ from bots.discord.render import (
     DM_NEW_CONVERSATION,
     branch_choices,
     ended_answer,
+    held_text,
     reopened_answer,
     stats_text,
     status_text,
@@ -142,10 +143,16 @@ class SlashCommands:
             await self._run(interaction, lambda: self.status(interaction, thread))
 
         @group.command(name="end", description="End a conversation and lock its thread")
-        @app_commands.describe(reason="Shown to the people in the thread", thread=THREAD_OPTION)
+        @app_commands.describe(
+            reason="Shown to the people in the thread",
+            thread=THREAD_OPTION,
+            override="End it even if someone in it may be at risk (recorded with your name)",
+        )
         @moderators_only
-        async def end(interaction: Interaction, reason: str = "", thread: str | None = None) -> None:
-            await self._run(interaction, lambda: self.end(interaction, reason, thread))
+        async def end(
+            interaction: Interaction, reason: str = "", thread: str | None = None, override: bool = False
+        ) -> None:
+            await self._run(interaction, lambda: self.end(interaction, reason, thread, override=override))
 
         @group.command(name="reopen", description="Reopen an ended conversation and unlock its thread")
         @app_commands.describe(thread=THREAD_OPTION)
@@ -220,15 +227,18 @@ class SlashCommands:
         if thread is not None:
             await tell(interaction, status_text(await self._service.status(thread_key(thread))))
 
-    async def end(self, interaction: Interaction, reason: str, option: str | None) -> None:
+    async def end(self, interaction: Interaction, reason: str, option: str | None, *, override: bool = False) -> None:
         thread = await self._thread(interaction, option)
         if thread is None:
             return
         action = await self._service.moderator_end(
-            key=thread_key(thread), moderator_id=str(interaction.user.id), reason=reason
+            key=thread_key(thread), moderator_id=str(interaction.user.id), reason=reason, override=override
         )
         if action is None:
             await tell(interaction, NOT_A_CONVERSATION)
+            return
+        if action.held:
+            await tell(interaction, held_text(action))
             return
         if not action.changed:
             # Ended by someone else first (the model, another moderator): they posted the notice.

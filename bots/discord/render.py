@@ -37,7 +37,7 @@ from core.outcomes import (
     Reply,
     WarningGiven,
 )
-from core.service import ConversationStatus
+from core.service import ConversationStatus, ModeratorAction
 
 MESSAGE_LIMIT = 2000
 EMBED_TITLE_LIMIT = 256
@@ -300,7 +300,33 @@ def status_text(status: ConversationStatus | None) -> str:
     if conversation.is_ended:
         reason = conversation.ended_reason.value if conversation.ended_reason else "unknown"
         line += f" ({reason}, by {conversation.ended_by or 'unknown'})"
-    return f"{line}. {status.user_messages} user message(s), {status.warnings} formal warning(s)."
+    counts = f"{line}. {status.user_messages} user message(s), {status.warnings} formal warning(s)."
+    marks = status.risk
+    if not marks.marked:
+        return counts
+    what = ", ".join(sorted(marks.categories)) or "a participant's recent signal"
+    shown = "; support resources shown" if marks.support_shown else ""
+    return f"{counts}\n⚠️ **Marked at risk** ({what}){shown}: it will not be warned or ended by the model or on request."
+
+
+HELD = {
+    "at_risk": (
+        "Not ended: someone in conversation #{id} may be at risk ({categories}), so the bot stays with them and "
+        "keeps offering support. To end it anyway, run the command again with `override: True`; the override is "
+        "recorded with your name."
+    ),
+    "review_unavailable": (
+        "Not ended: the risk review could not run, so I cannot tell whether anyone in conversation #{id} is at "
+        "risk. Try again in a moment, or run it with `override: True`; the override is recorded with your name."
+    ),
+    "stale": "Not ended: someone wrote in conversation #{id} while I was checking it. Read it and try again.",
+}
+
+
+def held_text(action: ModeratorAction) -> str:
+    """Why a moderator's `end` was held back, and how to override where that is allowed."""
+    categories = ", ".join(sorted(action.categories)) or "a recent signal"
+    return HELD[action.held or "stale"].format(id=action.conversation.id, categories=categories)
 
 
 def ended_answer(conversation_id: int, thread_mention: str, *, locked: bool) -> str:

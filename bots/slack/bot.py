@@ -51,6 +51,8 @@ from bots.slack.render import (
     ACTION_FEEDBACK_HELPFUL,
     ACTION_FEEDBACK_UNHELPFUL,
     ACTION_NEW_CONVERSATION,
+    ACTION_OVERRIDE_END,
+    SlackPost,
 )
 from bots.slack.replies import DEFAULT_UPDATE_INTERVAL
 from bots.slack.users import UserNames
@@ -275,6 +277,7 @@ class SlackAdapter:
         app.action(ACTION_FEEDBACK_UNHELPFUL)(self._on_feedback)
         app.action(ACTION_NEW_CONVERSATION)(self._on_new_conversation)
         app.action(ACTION_ANSWER_FEEDBACK)(self._on_answer_vote)
+        app.action(ACTION_OVERRIDE_END)(self._on_override)
 
     async def _refuse_while_draining(
         self, body: dict[str, Any], next: Callable[[], Awaitable[None]]
@@ -411,7 +414,7 @@ class SlackAdapter:
 
     async def _on_command(self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
-        answer = FAILED
+        answer: str | SlackPost = FAILED
 
         async def work() -> None:
             nonlocal answer
@@ -420,7 +423,10 @@ class SlackAdapter:
         done = await self._run("command", work)
         if done is Done.SHUTTING_DOWN:
             answer = RESTARTING
-        await respond(text=answer, response_type="ephemeral")
+        if isinstance(answer, SlackPost):
+            await respond(text=answer.text, blocks=list(answer.blocks), response_type="ephemeral")
+        else:
+            await respond(text=answer, response_type="ephemeral")
 
     async def _on_button(
         self,
@@ -462,6 +468,14 @@ class SlackAdapter:
         self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
     ) -> None:
         await self._on_button(ack, body, action, respond, self._buttons.new_conversation)
+
+    async def _on_override(
+        self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
+    ) -> None:
+        commands = self._commands
+        await self._on_button(
+            ack, body, action, respond, lambda click: commands.override_end(user_id=click.user, value=click.value)
+        )
 
     async def _on_answer_vote(
         self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond

@@ -6,6 +6,7 @@ person who typed the command. Moderator rights are checked on every call.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 
@@ -15,9 +16,22 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots.slack.home import figures_text
 from bots.slack.inbound import PLATFORM, ThreadRef, parse_thread_link
 from bots.slack.moderators import SlackModerators
-from bots.slack.render import REOPENED_NOTE, SlackPost, inbound_text, notice_post, short_notice
+from bots.slack.render import (
+    ACTION_OVERRIDE_END,
+    REOPENED_NOTE,
+    SlackPost,
+    actions,
+    button,
+    escape,
+    inbound_text,
+    notice_post,
+    section,
+    short_notice,
+    trusted_text,
+)
 from bots.slack.replies import post
-from core.service import ConversationService, forgotten_text
+from core.domain import RiskMarks
+from core.service import ConversationService, ModeratorAction, forgotten_text
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +58,60 @@ NOT_A_MODERATOR = (
 NEEDS_LINK = "Please add a thread link: `/lastresort {name} &lt;thread link&gt;` (use *Copy link* on the thread)."
 NO_CONVERSATION = "I have no conversation in that thread."
 RESTARTING = "Last Resort is restarting. Please try again in a moment."
+OVERRIDE_BLOCK_ID = "lastresort_override"
+HELD = {
+    "at_risk": (
+        "Not ended: someone in conversation #{id} may be at risk ({categories}), so the bot stays with them and "
+        "keeps offering support. If it must end anyway, use the button; your override is recorded with your name."
+    ),
+    "review_unavailable": (
+        "Not ended: the risk review could not run, so I cannot tell whether anyone in conversation #{id} is at "
+        "risk. Try again in a moment, or end it anyway with the button; your override is recorded with your name."
+    ),
+    "stale": "Not ended: someone wrote in conversation #{id} while I was checking it. Read it and try again.",
+}
+
+
+def risk_line(marks: RiskMarks) -> str:
+    """How `status` shows the mark: a flag and categories, never what anyone said."""
+    if not marks.marked:
+        return ""
+    what = ", ".join(sorted(marks.categories)) or "a participant's recent signal"
+    shown = "; support resources shown" if marks.support_shown else ""
+    return f"\n:warning: *Marked at risk* ({what}){shown}: it will not be warned or ended by the model or on request."
+
+
+def held_post(action: ModeratorAction, thread: ThreadRef, reason: str) -> SlackPost:
+    """Why an `end` was held back, with an explicit override where one is allowed."""
+    held = action.held or "stale"
+    categories = ", ".join(sorted(action.categories)) or "a recent signal"
+    text = HELD[held].format(id=action.conversation.id, categories=escape(categories))
+    if held == "stale":
+        return SlackPost(text=text, blocks=(section(trusted_text(text)),))
+    value = json.dumps({"c": thread.channel, "t": thread.thread_ts, "r": reason[:500]}, separators=(",", ":"))
+    override = button(ACTION_OVERRIDE_END, "End anyway (override)", value, style="danger")
+    override["confirm"] = {
+        "title": {"type": "plain_text", "text": "End it anyway?"},
+        "text": {"type": "mrkdwn", "text": "Someone in this conversation may be at risk. Your override is audited."},
+        "confirm": {"type": "plain_text", "text": "End anyway"},
+        "deny": {"type": "plain_text", "text": "Keep it open"},
+        "style": "danger",
+    }
+    return SlackPost(text=text, blocks=(section(trusted_text(text)), actions(OVERRIDE_BLOCK_ID, override)))
+
+
+def override_target(value: str) -> tuple[ThreadRef, str] | None:
+    """The thread and reason an override button carries, or None for a payload this bot did not make."""
+    try:
+        found = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(found, dict):
+        return None
+    channel, thread_ts, reason = found.get("c"), found.get("t"), found.get("r", "")
+    if not (isinstance(channel, str) and isinstance(thread_ts, str) and isinstance(reason, str)):
+        return None
+    return ThreadRef(channel=channel, thread_ts=thread_ts), reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +148,7 @@ class SlashCommands:
         self._service = service
         self._moderators = moderators
 
-    async def run(self, *, user_id: str, text: str) -> str:
+    async def run(self, *, user_id: str, text: str) -> str | SlackPost:
         command = parse_command(text)
         if command.name == "forget":
             return await self._forget(user_id)
@@ -119,13 +187,30 @@ class SlashCommands:
         return (
             f"Conversation #{conversation.id} is {state}. Started by <@{conversation.owner_id}>; "
             f"{status.user_messages} messages from people, {status.warnings} recorded warnings."
+            f"{risk_line(status.risk)}"
         )
 
-    async def _end(self, thread: ThreadRef, moderator: str, reason: str) -> str:
-        action = await self._service.moderator_end(key=thread.key, moderator_id=moderator, reason=reason)
+    async def override_end(self, *, user_id: str, value: str) -> str:
+        """The override button: moderator rights are checked again, now, and the override is audited."""
+        target = override_target(value)
+        if target is None:
+            return "This button no longer works."
+        if not await self._moderators.is_moderator(user_id):
+            log.info("moderator override refused")
+            return NOT_A_MODERATOR.format(name="end")
+        thread, reason = target
+        answer = await self._end(thread, user_id, reason, override=True)
+        return answer if isinstance(answer, str) else answer.text
+
+    async def _end(self, thread: ThreadRef, moderator: str, reason: str, *, override: bool = False) -> str | SlackPost:
+        action = await self._service.moderator_end(
+            key=thread.key, moderator_id=moderator, reason=reason, override=override
+        )
         if action is None:
             return NO_CONVERSATION
         ended = action.conversation
+        if action.held:
+            return held_post(action, thread, reason)
         if not action.changed:
             return f"Conversation #{ended.id} has already ended."
         notice = notice_post(ended.id, self._service.notice_for(ended))

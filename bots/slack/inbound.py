@@ -20,6 +20,10 @@ SLACKBOT = "USLACKBOT"
 # Channel types where any message may start a conversation (a DM is addressed to the bot by definition).
 DIRECT_CHANNEL_TYPES = frozenset({"im"})
 
+# Forwarded, attached and shared text reaches the model and the risk review, each piece capped so that one
+# long share cannot crowd out what the person wrote (or push the message over the length limit).
+MAX_ATTACHED_CHARS = 4000
+
 _PERMALINK_RE = re.compile(r"/archives/(?P<channel>[CDG][A-Z0-9]+)/p(?P<digits>\d{7,})")
 
 
@@ -101,14 +105,56 @@ def user_message(event: dict[str, Any], bot_user_id: str | None, *, addressed: b
         return None
     raw = str(event.get("text") or "")
     direct = event.get("channel_type") in DIRECT_CHANNEL_TYPES
+    said = inbound_text(raw, bot_user_id)
+    attached = attached_text(event, bot_user_id)
     return SlackMessage(
         channel=channel,
         ts=ts,
         thread_ts=str(event.get("thread_ts") or ts),
         user=user,
-        text=inbound_text(raw, bot_user_id),
+        text="\n\n".join(part for part in (said, attached) if part),
         may_start=addressed or direct or mentions(raw, bot_user_id),
     )
+
+
+def _capped(text: str) -> str:
+    return text if len(text) <= MAX_ATTACHED_CHARS else text[:MAX_ATTACHED_CHARS] + " […]"
+
+
+def attached_text(event: dict[str, Any], bot_user_id: str | None) -> str:
+    """Text that came with a post but not in its `text`: forwarded (shared) messages, legacy attachments, and
+    the previews of text files. Each piece says what it is, so the model knows who wrote it."""
+    pieces: list[str] = []
+    for attachment in event.get("attachments") or []:
+        if not isinstance(attachment, dict):
+            continue
+        words = [
+            str(attachment.get(field) or "").strip()
+            for field in ("pretext", "title", "text")
+            if isinstance(attachment.get(field), str)
+        ]
+        words += [
+            str(f.get("value") or "").strip()
+            for f in attachment.get("fields") or []
+            if isinstance(f, dict) and isinstance(f.get("value"), str)
+        ]
+        body = "\n".join(w for w in words if w) or str(attachment.get("fallback") or "").strip()
+        if not body:
+            continue
+        author = attachment.get("author_name") or attachment.get("author_subname")
+        shared = attachment.get("is_share") or attachment.get("is_msg_unfurl")
+        label = "Forwarded message" if shared else "Attachment"
+        if isinstance(author, str) and author.strip():
+            label += f" from {author.strip()}"
+        pieces.append(f"[{label}]\n{_capped(inbound_text(body, bot_user_id))}")
+    for file in event.get("files") or []:
+        if not isinstance(file, dict):
+            continue
+        preview = file.get("preview") or file.get("plain_text")
+        if isinstance(preview, str) and preview.strip():
+            name = str(file.get("title") or file.get("name") or "a file")
+            pieces.append(f"[Attached file {name}]\n{_capped(inbound_text(preview, bot_user_id))}")
+    return "\n\n".join(pieces)
 
 
 def user_edit(event: dict[str, Any], bot_user_id: str | None) -> SlackEdit | None:

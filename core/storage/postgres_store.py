@@ -31,6 +31,7 @@ from core.domain import (
     NewMessage,
     PendingConfirmation,
     RecordedWarning,
+    RiskMarks,
     Status,
     StoredMessage,
     ThreadKey,
@@ -48,6 +49,10 @@ Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 # Message blocks stay TEXT holding rows.dump_blocks output: JSONB would reorder keys and break the
 # byte-identical replay prompt caching depends on. Audit detail stays TEXT too, so anything SQLite accepts
 # (NaN, "\u0000") is accepted here as well; cast to jsonb when querying it by hand.
+# Risk categories add up on every new signal: the union of what was stored and what just came in.
+_MERGED_CATEGORIES = """(SELECT string_agg(DISTINCT c, ',' ORDER BY c)
+    FROM unnest(string_to_array({table}.categories || ',' || EXCLUDED.categories, ',')) AS c WHERE c <> '')"""
+
 MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (
         1,
@@ -99,6 +104,19 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             """CREATE TABLE usage (
                 scope TEXT NOT NULL, day TEXT NOT NULL, tokens BIGINT NOT NULL,
                 PRIMARY KEY (scope, day))""",
+        ),
+    ),
+    (
+        2,
+        (
+            # Risk marks (issue 9): flags and categories, never text, so they outlive retention and `forget`.
+            """CREATE TABLE conversation_risk (
+                conversation_id BIGINT PRIMARY KEY REFERENCES conversations (id) ON DELETE CASCADE,
+                categories TEXT NOT NULL, source TEXT NOT NULL, marked_at TIMESTAMPTZ NOT NULL,
+                last_signal_at TIMESTAMPTZ NOT NULL, support_shown BOOLEAN NOT NULL DEFAULT FALSE)""",
+            """CREATE TABLE author_risk (
+                platform TEXT NOT NULL, author_id TEXT NOT NULL, categories TEXT NOT NULL,
+                last_signal_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (platform, author_id))""",
         ),
     ),
     (
@@ -357,6 +375,15 @@ class PostgresStore:
                 source.id,
                 branch_point_seq,
             )
+            # A branch carries the history that marked its source, so it carries the mark (not the banner).
+            await conn.execute(
+                """INSERT INTO conversation_risk (conversation_id, categories, source, marked_at, last_signal_at)
+                   SELECT $1, categories, 'branch', $2, last_signal_at FROM conversation_risk
+                   WHERE conversation_id = $3""",
+                new_id,
+                self._now(),
+                source.id,
+            )
         return rows.conversation(row)
 
     async def find_conversation(self, key: ThreadKey) -> Conversation | None:
@@ -396,6 +423,88 @@ class PostgresStore:
         if row is None:
             raise KeyError(conversation_id)
         return rows.conversation(row)
+
+    async def end_if_current(
+        self, *, conversation_id: int, reason: EndReason, explanation: str, actor: str, after_message_id: int
+    ) -> Conversation | None:
+        # Tool results are stored in the user role without an author: only what a person wrote counts.
+        row = await self.pool.fetchrow(
+            """UPDATE conversations SET status = $1, ended_reason = $2, ended_explanation = $3, ended_at = $4,
+               ended_by = $5 WHERE id = $6 AND status = $7 AND NOT EXISTS (
+                   SELECT 1 FROM messages WHERE conversation_id = $6 AND role = 'user'
+                   AND author_id IS NOT NULL AND id > $8) RETURNING *""",
+            Status.ENDED.value,
+            reason.value,
+            explanation,
+            self._now(),
+            actor,
+            conversation_id,
+            Status.ACTIVE.value,
+            after_message_id,
+        )
+        return rows.conversation(row) if row else None
+
+    async def mark_at_risk(
+        self, *, conversation_id: int, platform: str, author_ids: Sequence[str], categories: Sequence[str], source: str
+    ) -> bool:
+        found = rows.join_categories(categories, "")
+        now = self._now()
+        async with self._tx() as conn:
+            inserted = await conn.fetchval(
+                f"""INSERT INTO conversation_risk (conversation_id, categories, source, marked_at, last_signal_at)
+                    VALUES ($1, $2, $3, $4, $4) ON CONFLICT (conversation_id) DO UPDATE SET
+                    categories = {_MERGED_CATEGORIES.format(table="conversation_risk")},
+                    last_signal_at = EXCLUDED.last_signal_at
+                    RETURNING (xmax = 0)""",
+                conversation_id,
+                found,
+                source,
+                now,
+            )
+            if author_ids:
+                await conn.execute(
+                    f"""INSERT INTO author_risk (platform, author_id, categories, last_signal_at)
+                        SELECT $1, author, $3, $4 FROM unnest($2::text[]) AS author
+                        ON CONFLICT (platform, author_id) DO UPDATE SET
+                        categories = {_MERGED_CATEGORIES.format(table="author_risk")},
+                        last_signal_at = EXCLUDED.last_signal_at""",
+                    platform,
+                    sorted(set(author_ids)),
+                    found,
+                    now,
+                )
+        return bool(inserted)
+
+    async def risk_marks(
+        self, *, conversation_id: int, platform: str, author_ids: Sequence[str], since: datetime
+    ) -> RiskMarks:
+        found = await self.pool.fetch(
+            """SELECT 'conversation' AS kind, categories AS value, support_shown FROM conversation_risk
+               WHERE conversation_id = $1
+               UNION ALL
+               SELECT 'author', author_id, FALSE FROM author_risk
+               WHERE platform = $2 AND last_signal_at >= $3 AND author_id = ANY($4::text[])""",
+            conversation_id,
+            platform,
+            _utc(since),
+            sorted(set(author_ids)),
+        )
+        own = next((row for row in found if row["kind"] == "conversation"), None)
+        return RiskMarks(
+            conversation_marked=own is not None,
+            categories=frozenset(rows.split_categories(own["value"])) if own else frozenset(),
+            authors=frozenset(str(row["value"]) for row in found if row["kind"] == "author"),
+            support_shown=bool(own["support_shown"]) if own else False,
+        )
+
+    async def note_support_shown(self, *, conversation_id: int) -> None:
+        await self.pool.execute(
+            "UPDATE conversation_risk SET support_shown = TRUE WHERE conversation_id = $1", conversation_id
+        )
+
+    async def prune_author_marks(self, *, older_than: datetime) -> int:
+        status = await self.pool.execute("DELETE FROM author_risk WHERE last_signal_at < $1", _utc(older_than))
+        return int(status.split()[-1])
 
     async def reopen_conversation(self, *, conversation_id: int) -> Conversation:
         row = await self.pool.fetchrow(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -128,3 +129,12 @@ def redact_blocks(blocks: tuple[dict[str, Any], ...]) -> str:
         else:
             redacted.append(block)
     return dump_blocks(tuple(redacted))
+
+
+def split_categories(joined: str) -> list[str]:
+    return [c for c in joined.split(",") if c]
+
+
+def join_categories(found: Sequence[str], before: str) -> str:
+    """Risk categories add up: a later signal never erases an earlier one."""
+    return ",".join(sorted({*found, *split_categories(before)}))

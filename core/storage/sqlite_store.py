@@ -30,6 +30,7 @@ from core.domain import (
     NewMessage,
     PendingConfirmation,
     RecordedWarning,
+    RiskMarks,
     Status,
     StoredMessage,
     ThreadKey,
@@ -88,6 +89,19 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         ),
     ),
     (
+        2,
+        (
+            # Risk marks (issue 9): flags and categories, never text, so they outlive retention and `forget`.
+            """CREATE TABLE conversation_risk (
+                conversation_id INTEGER PRIMARY KEY REFERENCES conversations (id) ON DELETE CASCADE,
+                categories TEXT NOT NULL, source TEXT NOT NULL, marked_at TEXT NOT NULL,
+                last_signal_at TEXT NOT NULL, support_shown INTEGER NOT NULL DEFAULT 0)""",
+            """CREATE TABLE author_risk (
+                platform TEXT NOT NULL, author_id TEXT NOT NULL, categories TEXT NOT NULL,
+                last_signal_at TEXT NOT NULL, PRIMARY KEY (platform, author_id))""",
+        ),
+    ),
+    (
         4,
         (
             # One vote per person and answer (a Slack message or Discord message id); a new vote replaces it.
@@ -127,6 +141,10 @@ def sqlite_path(database_url: str) -> Path:
     if not rest:
         raise ValueError("the sqlite URL names no file")
     return Path(rest)
+
+
+def placeholders(count: int) -> str:
+    return ", ".join("?" * count)
 
 
 class SqliteStore:
@@ -301,6 +319,13 @@ class SqliteStore:
                    WHERE conversation_id = ? AND after_seq < ?""",
                 (new_id, source.id, branch_point_seq),
             )
+            # A branch carries the history that marked its source, so it carries the mark (not the banner).
+            db.execute(
+                """INSERT INTO conversation_risk (conversation_id, categories, source, marked_at, last_signal_at)
+                   SELECT ?, categories, 'branch', ?, last_signal_at FROM conversation_risk
+                   WHERE conversation_id = ?""",
+                (new_id, now, source.id),
+            )
             return row
 
         return rows.conversation(await self._tx(branch))
@@ -334,6 +359,100 @@ class SqliteStore:
         if row is None:
             raise KeyError(conversation_id)
         return rows.conversation(row)
+
+    async def end_if_current(
+        self, *, conversation_id: int, reason: EndReason, explanation: str, actor: str, after_message_id: int
+    ) -> Conversation | None:
+        # Tool results are stored in the user role without an author: only what a person wrote counts.
+        row = await self._write(
+            """UPDATE conversations SET status = ?, ended_reason = ?, ended_explanation = ?, ended_at = ?,
+                   ended_by = ? WHERE id = ? AND status = ? AND NOT EXISTS (
+                       SELECT 1 FROM messages WHERE conversation_id = ? AND role = 'user'
+                       AND author_id IS NOT NULL AND id > ?) RETURNING *""",
+            (
+                Status.ENDED.value,
+                reason.value,
+                explanation,
+                self._now(),
+                actor,
+                conversation_id,
+                Status.ACTIVE.value,
+                conversation_id,
+                after_message_id,
+            ),
+        )
+        return rows.conversation(row) if row else None
+
+    async def mark_at_risk(
+        self, *, conversation_id: int, platform: str, author_ids: Sequence[str], categories: Sequence[str], source: str
+    ) -> bool:
+        now = self._now()
+        found = sorted(set(categories))
+
+        def mark(db: sqlite3.Connection) -> bool:
+            before = db.execute(
+                "SELECT categories FROM conversation_risk WHERE conversation_id = ?", (conversation_id,)
+            ).fetchone()
+            merged = rows.join_categories(found, before["categories"] if before else "")
+            db.execute(
+                """INSERT INTO conversation_risk (conversation_id, categories, source, marked_at, last_signal_at)
+                   VALUES (?, ?, ?, ?, ?) ON CONFLICT (conversation_id)
+                   DO UPDATE SET categories = excluded.categories, last_signal_at = excluded.last_signal_at""",
+                (conversation_id, merged, source, now, now),
+            )
+            for author in sorted(set(author_ids)):
+                had = db.execute(
+                    "SELECT categories FROM author_risk WHERE platform = ? AND author_id = ?", (platform, author)
+                ).fetchone()
+                db.execute(
+                    """INSERT INTO author_risk (platform, author_id, categories, last_signal_at) VALUES (?, ?, ?, ?)
+                       ON CONFLICT (platform, author_id)
+                       DO UPDATE SET categories = excluded.categories, last_signal_at = excluded.last_signal_at""",
+                    (platform, author, rows.join_categories(found, had["categories"] if had else ""), now),
+                )
+            return before is None
+
+        return await self._tx(mark)
+
+    async def risk_marks(
+        self, *, conversation_id: int, platform: str, author_ids: Sequence[str], since: datetime
+    ) -> RiskMarks:
+        authors = sorted(set(author_ids))
+        marks = placeholders(len(authors))
+
+        def read(db: sqlite3.Connection) -> RiskMarks:
+            own = db.execute(
+                "SELECT categories, support_shown FROM conversation_risk WHERE conversation_id = ?",
+                (conversation_id,),
+            ).fetchone()
+            live = (
+                db.execute(
+                    f"""SELECT author_id FROM author_risk WHERE platform = ? AND last_signal_at >= ?
+                        AND author_id IN ({marks})""",
+                    (platform, since.isoformat(), *authors),
+                ).fetchall()
+                if authors
+                else []
+            )
+            return RiskMarks(
+                conversation_marked=own is not None,
+                categories=frozenset(rows.split_categories(own["categories"])) if own else frozenset(),
+                authors=frozenset(str(row["author_id"]) for row in live),
+                support_shown=bool(own["support_shown"]) if own else False,
+            )
+
+        return await self._on_thread(read)
+
+    async def note_support_shown(self, *, conversation_id: int) -> None:
+        await self._write(
+            "UPDATE conversation_risk SET support_shown = 1 WHERE conversation_id = ?", (conversation_id,)
+        )
+
+    async def prune_author_marks(self, *, older_than: datetime) -> int:
+        def prune(db: sqlite3.Connection) -> int:
+            return db.execute("DELETE FROM author_risk WHERE last_signal_at < ?", (older_than.isoformat(),)).rowcount
+
+        return await self._tx(prune)
 
     async def reopen_conversation(self, *, conversation_id: int) -> Conversation:
         row = await self._write(

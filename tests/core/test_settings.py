@@ -17,6 +17,7 @@ from core.settings import (
     RuleSettings,
     Settings,
     default_lexicon,
+    default_risk_review_instructions,
     default_system_prompt,
     load_settings,
 )
@@ -30,10 +31,13 @@ PACKAGED_PHRASES = REPO / "core" / "default_risk_phrases.yaml"
 
 
 def write_config(directory: Path, text: str, *, prompt: str | None = None) -> Path:
-    """A config file in `directory`, next to copies of the shipped system prompt (or `prompt`) and phrases."""
-    prompt_text = (CONFIG_DIR / "system_prompt.md").read_text(encoding="utf-8") if prompt is None else prompt
-    (directory / "system_prompt.md").write_text(prompt_text, encoding="utf-8")
-    (directory / "risk_phrases.yaml").write_text(SHIPPED_PHRASES.read_text(encoding="utf-8"), encoding="utf-8")
+    """A config file in `directory`, next to copies of the files the shipped one names (the system prompt
+    replaced by `prompt` if given)."""
+    for companion in CONFIG_DIR.iterdir():
+        if companion.is_file() and companion.name != "lastresort.yaml":
+            (directory / companion.name).write_bytes(companion.read_bytes())
+    if prompt is not None:
+        (directory / "system_prompt.md").write_text(prompt, encoding="utf-8")
     path = directory / "lastresort.yaml"
     path.write_text(text, encoding="utf-8")
     return path
@@ -91,12 +95,36 @@ def test_minimal_file_gets_the_documented_defaults(tmp_path: Path) -> None:
 
 
 def _comparable(settings: Settings) -> dict[str, object]:
-    return settings.model_dump(exclude={"system_prompt_file": True, "risk_guard": {"phrases_file"}})
+    return settings.model_dump(
+        exclude={"system_prompt_file": True, "risk_guard": {"phrases_file"}, "risk_review": {"instructions_file"}}
+    )
 
 
 def test_the_shipped_file_only_repeats_the_defaults_in_code() -> None:
     # "Every key is optional; these are the defaults" stays true: the file and the code never drift apart.
     assert _comparable(load_settings(SHIPPED)) == _comparable(load_settings(None))
+
+
+def test_the_packaged_risk_review_instructions_are_the_shipped_ones() -> None:
+    shipped = (CONFIG_DIR / "risk_review.md").read_text(encoding="utf-8").strip()
+    assert default_risk_review_instructions() == shipped
+    assert "assess_risk" in shipped and "at_risk: true" in shipped  # it leans towards "at risk"
+    assert load_settings(None).risk_review.instructions == shipped
+
+
+def test_risk_review_settings_are_checked(tmp_path: Path) -> None:
+    config = tmp_path / "lastresort.yaml"
+    config.write_text("risk_review:\n  screen: sometimes\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"risk_review\.screen"):
+        load_settings(config)
+    config.write_text("risk_review:\n  instructions_file: missing.md\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"risk_review\.instructions_file"):
+        load_settings(config)
+    (tmp_path / "mine.md").write_text("Review carefully.\n", encoding="utf-8")
+    config.write_text("risk_review:\n  instructions_file: mine.md\n  screen: endings_only\n", encoding="utf-8")
+    loaded = load_settings(config).risk_review
+    assert (loaded.instructions, loaded.screen) == ("Review carefully.", "endings_only")
+    assert loaded.model == "claude-haiku-4-5"
 
 
 def test_the_packaged_system_prompt_is_the_shipped_one() -> None:

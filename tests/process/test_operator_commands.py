@@ -93,9 +93,10 @@ def test_check_asks_every_service_and_says_what_each_answered(tmp_path: Path, se
     assert "Message Content is enabled" in lines_about(result, "Discord intents")[0]
     assert "accepted ANTHROPIC_API_KEY" in lines_about(result, "Anthropic")[0]
     assert "Claude Opus 4.1" in lines_about(result, "Model claude-opus-4-1")[0]
+    assert "Claude Haiku 4.5" in lines_about(result, "Model claude-haiku-4-5")[0]  # the risk review's
     assert f"schema version {LATEST_SCHEMA}, up to date" in lines_about(result, "DATABASE_URL")[0]
     # It really asked: one request each, with the credentials it was given.
-    assert [r.path for r in claude.requests] == ["/v1/models/claude-opus-4-1"]
+    assert [r.path for r in claude.requests] == ["/v1/models/claude-opus-4-1", "/v1/models/claude-haiku-4-5"]
     assert "sk-ant-check" in claude.requests[0].headers["authorization"]
     assert [c.method for c in slack.calls] == ["auth.test"]
     assert [(c.method, c.path) for c in discord.calls] == [("GET", "/users/@me"), ("GET", "/applications/@me")]

@@ -30,8 +30,10 @@ def config_with(tmp_path: Path, **sections: dict[str, object]) -> Path:
     data = yaml.safe_load(shipped.read_text(encoding="utf-8"))
     for name, values in sections.items():
         data[name] = {**data.get(name, {}), **values}
+    # The copy lives elsewhere: the files the shipped configuration names are given by absolute path.
     data["system_prompt_file"] = str(REPO / "config" / "system_prompt.md")
     data["risk_guard"] = {**data.get("risk_guard", {}), "phrases_file": str(REPO / "config" / "risk_phrases.yaml")}
+    data["risk_review"] = {**data.get("risk_review", {}), "instructions_file": str(REPO / "config" / "risk_review.md")}
     path = tmp_path / f"lastresort-{len(list(tmp_path.glob('lastresort-*.yaml')))}.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path

@@ -208,8 +208,40 @@ class Reply:
         """Wait ``seconds`` before answering; ``then=None`` answers with the responder or the default."""
         return cls("slow", delay=seconds, then=then)
 
+    @classmethod
+    def assessment(cls, *, at_risk: bool, categories: Sequence[str] = (), reason: str = "") -> Reply:
+        """The risk review's forced ``assess_risk`` call."""
+        found = {"at_risk": at_risk, "categories": list(categories), "reason": reason or "fake review"}
+        return cls.tool(REVIEW_TOOL, found)
+
     def with_stop_reason(self, stop_reason: str) -> Reply:
         return dataclasses.replace(self, stop_reason=stop_reason)
+
+
+REVIEW_TOOL = "assess_risk"
+
+
+def is_review(request: Mapping[str, Any]) -> bool:
+    """A risk review: the request forces the ``assess_risk`` tool. Reviews have their own queue and
+    responder, so a test scripting the conversation's replies never has one taken by a review."""
+    choice = request.get("tool_choice")
+    return isinstance(choice, dict) and choice.get("type") == "tool" and choice.get("name") == REVIEW_TOOL
+
+
+def clear_review(request: JSON) -> Reply:
+    """The default review: nobody at risk."""
+    return Reply.assessment(at_risk=False, categories=[], reason="fake review: no signal")
+
+
+def keyword_review(words: Mapping[str, str]) -> Responder:
+    """A review that finds risk when the transcript holds one of ``words`` (word -> category)."""
+
+    def review(request: JSON) -> Reply:
+        transcript = json.dumps(request.get("messages"), ensure_ascii=False).casefold()
+        found = sorted({category for word, category in words.items() if word.casefold() in transcript})
+        return Reply.assessment(at_risk=bool(found), categories=found, reason="fake review: keyword")
+
+    return review
 
 
 def last_user_text(request: Mapping[str, Any]) -> str:
@@ -444,6 +476,13 @@ def _validate_prompt(body: JSON, *, needs_max_tokens: bool) -> None:
             if tool["name"] in names:
                 raise _InvalidRequest("tools: Tool names must be unique.")
             names.add(tool["name"])
+    choice = body.get("tool_choice")
+    if choice is not None:
+        if not isinstance(choice, dict) or choice.get("type") not in ("auto", "any", "tool", "none"):
+            raise _InvalidRequest("tool_choice: Input tag does not match any of the expected tags")
+        offered = {t.get("name") for t in tools or [] if isinstance(t, dict)}
+        if choice["type"] == "tool" and choice.get("name") not in offered:
+            raise _InvalidRequest(f"tool_choice: tool {choice.get('name')!r} is not among the tools")
     _validate_messages_field(body)
     breakpoints = sum(1 for block in _prompt_blocks(body) if block.cache_ttl is not None)
     if breakpoints > MAX_CACHE_BREAKPOINTS:
@@ -548,6 +587,8 @@ class FakeAnthropic:
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         self._queue: deque[Reply] = deque()
+        self._review_queue: deque[Reply] = deque()
+        self._review_responder: Responder = clear_review
         self._responder: Responder | None = None
         self._default_responder: Responder = echo_responder
         self._requests: list[RecordedRequest] = []
@@ -636,6 +677,32 @@ class FakeAnthropic:
         with self._lock:
             self._queue.extend(replies)
 
+    def push_review(self, *replies: Reply) -> None:
+        """Queue answers for the next risk reviews (requests that force ``assess_risk``)."""
+        with self._lock:
+            self._review_queue.extend(replies)
+
+    def set_review_responder(self, responder: Responder | None) -> None:
+        """Answer reviews from the request when their queue is empty; ``None``: nobody at risk."""
+        with self._lock:
+            self._review_responder = responder or clear_review
+
+    def review_requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return [r for r in self._requests if r.path == "/v1/messages" and is_review(r.json)]
+
+    def wait_for_reviews(self, n: int, timeout: float = 5.0) -> list[RecordedRequest]:
+        deadline = time.monotonic() + timeout
+        with self._arrived:
+            while True:
+                found = [r for r in self._requests if r.path == "/v1/messages" and is_review(r.json)]
+                if len(found) >= n:
+                    return found
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"expected {n} risk reviews within {timeout} s, got {len(found)}")
+                self._arrived.wait(remaining)
+
     def pending(self) -> int:
         with self._lock:
             return len(self._queue)
@@ -678,8 +745,9 @@ class FakeAnthropic:
             return list(self._requests)
 
     def message_requests(self) -> list[RecordedRequest]:
+        """The conversation's own requests (risk reviews are in ``review_requests``)."""
         with self._lock:
-            return [r for r in self._requests if r.path == "/v1/messages"]
+            return [r for r in self._requests if r.path == "/v1/messages" and not is_review(r.json)]
 
     def clear(self) -> None:
         """Forget recorded requests (the queue, responder and cache stay)."""
@@ -694,6 +762,8 @@ class FakeAnthropic:
         with self._lock:
             self._requests.clear()
             self._queue.clear()
+            self._review_queue.clear()
+            self._review_responder = clear_review
             self._cache.clear()
             self._responder = None
             self._latency = 0.0
@@ -704,7 +774,7 @@ class FakeAnthropic:
         deadline = time.monotonic() + timeout
         with self._arrived:
             while True:
-                found = [r for r in self._requests if r.path == "/v1/messages"]
+                found = [r for r in self._requests if r.path == "/v1/messages" and not is_review(r.json)]
                 if len(found) >= n:
                     return found
                 remaining = deadline - time.monotonic()
@@ -884,12 +954,16 @@ class FakeAnthropic:
 
     def _choose_reply(self, body: JSON) -> tuple[Reply, float]:
         with self._lock:
-            queued = self._queue.popleft() if self._queue else None
-            responders = [r for r in (self._responder, self._default_responder) if r is not None]
+            if is_review(body):
+                queued = self._review_queue.popleft() if self._review_queue else None
+                responders = [self._review_responder]
+            else:
+                queued = self._queue.popleft() if self._queue else None
+                responders = [r for r in (self._responder, self._default_responder) if r is not None]
             delay = self._latency
         # Called outside the lock: a responder may well inspect the fake. A responder's own
         # Reply.slow(then=None) passes on to the next one down, so it cannot recurse forever.
-        responders.append(echo_responder)
+        responders.append(clear_review if is_review(body) else echo_responder)
         position = 0
         if queued is not None:
             reply = queued

@@ -926,3 +926,95 @@ async def test_unopenable_sqlite_is_unavailable(tmp_path: Path, clock: ManualClo
 async def test_store_fixture_runs_both_backends(store: OpenableStore, store_opener: StoreOpener) -> None:
     expected = {"sqlite": SqliteStore, "postgres": PostgresStore}[store_opener.backend]
     assert isinstance(store, expected)
+
+
+# -- risk marks and endings on a current snapshot -------------------------------------------------------------
+
+
+async def test_risk_marks_are_sticky_for_the_conversation_and_timed_for_the_author(
+    store: OpenableStore, clock: ManualClock
+) -> None:
+    first = await new_conversation(store, "t1")
+    second = await new_conversation(store, "t2")
+    assert not (await store.risk_marks(conversation_id=first.id, platform=SLACK, author_ids=["U1"], since=START)).marked
+
+    newly = await store.mark_at_risk(
+        conversation_id=first.id, platform=SLACK, author_ids=["U1"], categories=["self_harm"], source="tripwire"
+    )
+    again = await store.mark_at_risk(
+        conversation_id=first.id, platform=SLACK, author_ids=["U1"], categories=["crisis"], source="screen"
+    )
+    assert (newly, again) == (True, False)
+    marks = await store.risk_marks(conversation_id=first.id, platform=SLACK, author_ids=["U1", "U2"], since=START)
+    assert marks.conversation_marked and marks.categories == {"self_harm", "crisis"}  # categories add up
+    assert marks.authors == {"U1"} and not marks.support_shown
+
+    # The author's mark reaches their other conversations on this platform, for as long as `since` allows.
+    clock.advance(hours=23)
+    other = await store.risk_marks(
+        conversation_id=second.id, platform=SLACK, author_ids=["U1"], since=clock.now() - timedelta(hours=24)
+    )
+    assert other.authors == {"U1"} and not other.conversation_marked
+    clock.advance(hours=2)
+    later = await store.risk_marks(
+        conversation_id=second.id, platform=SLACK, author_ids=["U1"], since=clock.now() - timedelta(hours=24)
+    )
+    assert not later.marked
+    elsewhere = await store.risk_marks(conversation_id=second.id, platform="discord", author_ids=["U1"], since=START)
+    assert not elsewhere.marked
+    # Past their window, authors' marks are deleted; the conversation's stays.
+    assert await store.prune_author_marks(older_than=clock.now() - timedelta(hours=24)) == 1
+    assert not (
+        await store.risk_marks(conversation_id=first.id, platform=SLACK, author_ids=["U1"], since=START)
+    ).authors
+
+    await store.note_support_shown(conversation_id=first.id)
+    shown = await store.risk_marks(conversation_id=first.id, platform=SLACK, author_ids=[], since=clock.now())
+    assert shown.conversation_marked and shown.support_shown and shown.authors == frozenset()
+
+
+async def test_risk_marks_survive_forget_and_retention_and_follow_branches(
+    store: OpenableStore, clock: ManualClock
+) -> None:
+    conversation = await new_conversation(store)
+    said = await store.add_message(text(conversation.id, "I want to die"))
+    await store.add_message(reply(conversation.id, "I'm here."))
+    await store.mark_at_risk(
+        conversation_id=conversation.id, platform=SLACK, author_ids=["U1"], categories=["self_harm"], source="tripwire"
+    )
+    await store.forget_user(platform=SLACK, user_id="U1")
+    clock.advance(days=400)
+    await store.purge_text(older_than=clock.now())
+    marks = await store.risk_marks(conversation_id=conversation.id, platform=SLACK, author_ids=["U1"], since=START)
+    assert marks.conversation_marked and marks.categories == {"self_harm"} and marks.authors == {"U1"}
+
+    assert said is not None
+    branch = await store.create_branch(
+        key=key("branch"), owner_id="U1", source=conversation, branch_point_seq=said.seq + 1
+    )
+    copied = await store.risk_marks(conversation_id=branch.id, platform=SLACK, author_ids=[], since=clock.now())
+    assert copied.conversation_marked and copied.categories == {"self_harm"} and not copied.support_shown
+
+
+async def test_end_if_current_refuses_a_stale_snapshot(store: OpenableStore) -> None:
+    conversation = await new_conversation(store)
+    seen = await store.add_message(text(conversation.id, "one", platform_message_id="m1"))
+    assert seen is not None
+    await store.add_message(reply(conversation.id, "answer"))
+    # A tool result is stored in the user role without an author: it is not someone writing.
+    await store.add_message(
+        NewMessage(
+            conversation_id=conversation.id,
+            role=Role.USER,
+            blocks=({"type": "tool_result", "tool_use_id": "t", "content": "ok"},),
+        )
+    )
+    later = await store.add_message(text(conversation.id, "two", platform_message_id="m2"))
+    assert later is not None
+    args: dict[str, Any] = {"reason": EndReason.PERSISTENT_ABUSE, "explanation": "x", "actor": "model"}
+    assert await store.end_if_current(conversation_id=conversation.id, after_message_id=seen.id, **args) is None
+    assert (await store.get_conversation(conversation.id)).status is Status.ACTIVE  # type: ignore[union-attr]
+    ended = await store.end_if_current(conversation_id=conversation.id, after_message_id=later.id, **args)
+    assert ended is not None and ended.status is Status.ENDED and ended.ended_by == "model"
+    # Already ended: nothing to do a second time.
+    assert await store.end_if_current(conversation_id=conversation.id, after_message_id=later.id, **args) is None
