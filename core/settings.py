@@ -58,8 +58,9 @@ class RiskGuardSettings(_Frozen):
     phrases_file: str | None = None
     # Category (or `<slot>`) -> phrases. In a file this names only what replaces the phrases file's entries:
     # load_settings fills in the rest, so a partial lexicon can never silently drop self_harm; an empty list
-    # removes a category.
-    lexicon: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    # removes a category. Built in code, it is the packaged list (read on first use, never at import; the
+    # lambda because default_lexicon is defined below, with the file loading).
+    lexicon: dict[str, tuple[str, ...]] = Field(default_factory=lambda: default_lexicon())  # noqa: PLW0108
 
     @field_validator("lexicon")
     @classmethod
@@ -158,7 +159,7 @@ class BudgetSettings(_Frozen):
 class Settings(_Frozen):
     model: ModelSettings = ModelSettings()
     rules: RuleSettings = RuleSettings()
-    risk_guard: RiskGuardSettings = RiskGuardSettings()
+    risk_guard: RiskGuardSettings = Field(default_factory=RiskGuardSettings)
     risk_review: RiskReviewSettings = RiskReviewSettings()
     limits: LimitSettings = LimitSettings()
     notices: NoticeSettings = NoticeSettings()
@@ -243,7 +244,8 @@ def _with_lexicon(settings: Settings, path: Path | None) -> Settings:
         missing = [category for category in RISK_CATEGORIES if category not in base]
         if missing:
             raise ConfigError(f"{what}: names no {', '.join(missing)} (an empty list removes one on purpose)")
-    merged = {key: phrases for key, phrases in {**base, **guard.lexicon}.items() if phrases}
+    override = guard.lexicon if "lexicon" in guard.model_fields_set else {}
+    merged = {key: phrases for key, phrases in {**base, **override}.items() if phrases}
     where = f"{path}: risk_guard.lexicon" if path is not None else "risk_guard.lexicon"
     if not any(not key.startswith("<") for key in merged):
         raise ConfigError(f"{where}: list at least one phrase; without a lexicon the risk guard cannot fire")

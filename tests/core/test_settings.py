@@ -138,6 +138,12 @@ def test_the_packaged_risk_phrases_are_the_shipped_ones() -> None:
     assert {"self_harm", "crisis", "harm_to_others"} <= set(default_lexicon())
 
 
+def test_settings_built_in_code_have_the_packaged_phrases() -> None:
+    # Never a guard that cannot fire, however the settings were made.
+    assert Settings().risk_guard.lexicon == default_lexicon()
+    assert RiskGuardSettings().lexicon == default_lexicon()
+
+
 def test_nothing_is_read_at_import_time() -> None:
     # The phrases are read on first use, so importing the settings costs nothing and cannot fail.
     code = (
