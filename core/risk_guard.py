@@ -305,23 +305,37 @@ def _bare(letter: str) -> str:
     return letter[1:-1] if letter.startswith("[") else letter
 
 
-def compile_lexicon(lexicon: Mapping[str, Sequence[str]]) -> Lexicon:
-    """Compile once: one pattern per category (keys `<name>` are slots, used inside phrases)."""
+def _regexes(lexicon: Mapping[str, Sequence[str]]) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """Per category, the regex of its phrases and that of its exceptions (keys `<name>` are slots)."""
     slots = {key[1:-1]: phrases for key, phrases in lexicon.items() if _SLOT.fullmatch(key)}
     compiler = _Compiler(slots)
-    compiled = []
-    exceptions = {}
+    positives: list[tuple[str, str]] = []
+    exceptions: dict[str, str] = {}
     for category, phrases in lexicon.items():
         if _SLOT.fullmatch(category):
             continue
-        positives = [p for p in phrases if p.strip() and not _is_exception(p)]
-        if not positives:
+        listed = [p for p in phrases if p.strip() and not _is_exception(p)]
+        if not listed:
             continue
-        compiled.append((category, re.compile(_category_regex(compiler, positives))))
+        positives.append((category, _category_regex(compiler, listed)))
         excepted = [p.strip()[len(EXCEPT) :] for p in phrases if _is_exception(p)]
         if excepted:
-            exceptions[category] = re.compile("|".join(compiler.regex(p) for p in excepted))
-    return Lexicon(patterns=tuple(compiled), exceptions=exceptions)
+            exceptions[category] = "|".join(compiler.regex(p) for p in excepted)
+    return positives, exceptions
+
+
+def check_lexicon(lexicon: Mapping[str, Sequence[str]]) -> None:
+    """Raise PhraseError for a phrase the syntax cannot read. Cheap (nothing is compiled), for load time."""
+    _regexes(lexicon)
+
+
+def compile_lexicon(lexicon: Mapping[str, Sequence[str]]) -> Lexicon:
+    """Compile once: one pattern per category (keys `<name>` are slots, used inside phrases)."""
+    positives, exceptions = _regexes(lexicon)
+    return Lexicon(
+        patterns=tuple((category, re.compile(regex)) for category, regex in positives),
+        exceptions={category: re.compile(regex) for category, regex in exceptions.items()},
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from core.risk_guard import PhraseError, compile_lexicon
+from core.risk_guard import PhraseError, check_lexicon
 
 DEFAULT_SYSTEM_PROMPT_RESOURCE = "default_system_prompt.md"
 DEFAULT_RISK_REVIEW_RESOURCE = "default_risk_review.md"
@@ -231,7 +231,7 @@ def _parse_phrases(text: str, *, what: str) -> dict[str, tuple[str, ...]]:
 
 
 def _with_lexicon(settings: Settings, path: Path | None) -> Settings:
-    """The phrases file (or the packaged list) under the config's own `lexicon`, checked by compiling it."""
+    """The phrases file (or the packaged list) under the config's own `lexicon`, its syntax checked."""
     guard = settings.risk_guard
     if guard.phrases_file is None or path is None:
         base = default_lexicon()
@@ -250,7 +250,7 @@ def _with_lexicon(settings: Settings, path: Path | None) -> Settings:
     if not any(not key.startswith("<") for key in merged):
         raise ConfigError(f"{where}: list at least one phrase; without a lexicon the risk guard cannot fire")
     try:
-        compile_lexicon(merged)
+        check_lexicon(merged)
     except PhraseError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
     return settings.model_copy(update={"risk_guard": guard.model_copy(update={"lexicon": merged})})
