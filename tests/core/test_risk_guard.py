@@ -345,6 +345,15 @@ TRIPWIRE_FIRES = [
 ]
 
 
+TRIPWIRE_FIRES += [
+    pytest.param("il me frappe quand il boit", CRISIS, id="fr-c1"),
+    pytest.param("他昨天又打我了", CRISIS, id="zh-c1"),
+    pytest.param("زوجي يضربني كل يوم", CRISIS, id="ar-c1"),
+    pytest.param("je suis un fardeau pour eux", SELF_HARM, id="fr-s-burden"),
+    pytest.param("sono solo un peso per tutti voi", SELF_HARM, id="it-s-burden"),
+]
+
+
 @pytest.mark.parametrize(("text", "category"), TRIPWIRE_FIRES)
 def test_tripwire_fires_in_every_language(lexicon: Lexicon, text: str, category: str) -> None:
     assert category in categories_in(text, lexicon)
@@ -414,6 +423,7 @@ TRIPWIRE_SILENT += [
     pytest.param("I'm going to burn myself out at this rate", id="en-burn-out"),
     pytest.param("don't kill yourself over this ticket", id="en-dont-kill-yourself-over"),
     pytest.param("the suicide rates in the report look off", id="en-statistics"),
+    pytest.param("ce qui me frappe, c'est la vitesse du build", id="fr-ce-qui-me-frappe"),
 ]
 
 
