@@ -7,91 +7,22 @@ No file, an empty file and a partial file all work. Secrets never live here; the
 
 from __future__ import annotations
 
+import functools
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+from core.risk_guard import PhraseError, check_lexicon
 
 DEFAULT_SYSTEM_PROMPT_RESOURCE = "default_system_prompt.md"
 DEFAULT_RISK_REVIEW_RESOURCE = "default_risk_review.md"
 
-# Phrases matched case-insensitively on whole words (core/risk_guard.py). A false positive only keeps the
-# bot talking, so the list errs towards firing. A file's `lexicon` replaces only the categories it names.
-DEFAULT_LEXICON: dict[str, tuple[str, ...]] = {
-    "self_harm": (
-        "kill myself",
-        "killing myself",
-        "end my life",
-        "ending my life",
-        "take my own life",
-        "suicide",
-        "suicidal",
-        "want to die",
-        "wanna die",
-        "better off dead",
-        "hurt myself",
-        "hurting myself",
-        "harm myself",
-        "self harm",
-        "self-harm",
-        "cut myself",
-        "cutting myself",
-        "overdose",
-        "overdosed",
-        "overdosing",
-        "self harming",
-        "harming myself",
-        "no reason to live",
-        "can't go on",
-        "cant go on",
-        "cannot go on",
-        "suicidarme",
-        "quitarme la vida",
-        "quiero morir",
-        "hacerme daño",
-        "me suicider",
-        "me tuer",
-        "envie de mourir",
-        "me faire du mal",
-        "mich umbringen",
-        "selbstmord",
-        "nicht mehr leben",
-        "mir etwas antun",
-    ),
-    "crisis": (
-        "panic attack",
-        "nervous breakdown",
-        "mental breakdown",
-        "can't take it anymore",
-        "cannot take it anymore",
-        "no way out",
-        "hopeless",
-        "hopelessness",
-        "in crisis",
-        "mental health crisis",
-    ),
-    "harm_to_others": (
-        "kill him",
-        "kill her",
-        "kill them",
-        "kill you",
-        "kill everyone",
-        "shoot up",
-        "going to hurt someone",
-        "going to hurt him",
-        "going to hurt her",
-        "going to hurt them",
-        "want to hurt someone",
-        "make them pay",
-        "bring a gun",
-        "voy a matar",
-        "je vais tuer",
-        "ich bringe ihn um",
-        "ich werde ihn umbringen",
-    ),
-}
+# The risk guard's phrases (core/risk_guard.py), shipped as package data; config/risk_phrases.yaml is a copy.
+DEFAULT_RISK_PHRASES_RESOURCE = "default_risk_phrases.yaml"
+RISK_CATEGORIES = ("self_harm", "harm_to_others", "crisis")
 
 
 class _Frozen(BaseModel):
@@ -123,27 +54,21 @@ class RiskGuardSettings(_Frozen):
         "You can reach a local crisis line or emergency services at any time; "
         "findahelpline.com lists free, confidential services by country."
     )
-    # Category -> phrases. A file that names some categories replaces those and keeps the other defaults,
-    # so a partial lexicon can never silently drop self_harm; an empty list removes a category.
-    lexicon: dict[str, tuple[str, ...]] = Field(default_factory=lambda: dict(DEFAULT_LEXICON))
-
-    @field_validator("lexicon", mode="before")
-    @classmethod
-    def _over_the_defaults(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {**DEFAULT_LEXICON, **value}
-        return value
+    # The phrase list, relative to the configuration file; unset means the list shipped inside the package.
+    phrases_file: str | None = None
+    # Category (or `<slot>`) -> phrases. In a file this names only what replaces the phrases file's entries:
+    # load_settings fills in the rest, so a partial lexicon can never silently drop self_harm; an empty list
+    # removes a category. Built in code, it is the packaged list (read on first use, never at import; the
+    # lambda because default_lexicon is defined below, with the file loading).
+    lexicon: dict[str, tuple[str, ...]] = Field(default_factory=lambda: default_lexicon())  # noqa: PLW0108
 
     @field_validator("lexicon")
     @classmethod
     def _phrases_not_blank(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-        kept = {category: phrases for category, phrases in value.items() if phrases}
-        if not kept:
-            raise ValueError("list at least one phrase; without a lexicon the risk guard cannot fire")
-        for category, phrases in kept.items():
+        for category, phrases in value.items():
             if any(not p.strip() for p in phrases):
                 raise ValueError(f"category {category!r} has an empty phrase")
-        return kept
+        return value
 
 
 class RiskReviewSettings(_Frozen):
@@ -234,7 +159,7 @@ class BudgetSettings(_Frozen):
 class Settings(_Frozen):
     model: ModelSettings = ModelSettings()
     rules: RuleSettings = RuleSettings()
-    risk_guard: RiskGuardSettings = RiskGuardSettings()
+    risk_guard: RiskGuardSettings = Field(default_factory=RiskGuardSettings)
     risk_review: RiskReviewSettings = RiskReviewSettings()
     limits: LimitSettings = LimitSettings()
     notices: NoticeSettings = NoticeSettings()
@@ -277,6 +202,60 @@ def default_system_prompt() -> str:
     return resources.files("core").joinpath(DEFAULT_SYSTEM_PROMPT_RESOURCE).read_text(encoding="utf-8").strip()
 
 
+@functools.cache
+def _packaged_risk_phrases() -> tuple[tuple[str, tuple[str, ...]], ...]:
+    text = resources.files("core").joinpath(DEFAULT_RISK_PHRASES_RESOURCE).read_text(encoding="utf-8")
+    return tuple(_parse_phrases(text, what=f"core/{DEFAULT_RISK_PHRASES_RESOURCE}").items())
+
+
+def default_lexicon() -> dict[str, tuple[str, ...]]:
+    """The phrase list shipped inside the package (read once, on first use)."""
+    return dict(_packaged_risk_phrases())
+
+
+_PHRASES = TypeAdapter(dict[str, tuple[str, ...]])
+
+
+def _parse_phrases(text: str, *, what: str) -> dict[str, tuple[str, ...]]:
+    try:
+        raw: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{what}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
+    try:
+        return _PHRASES.validate_python(raw or {})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{what}: {problems}") from exc
+
+
+def _with_lexicon(settings: Settings, path: Path | None) -> Settings:
+    """The phrases file (or the packaged list) under the config's own `lexicon`, its syntax checked."""
+    guard = settings.risk_guard
+    if guard.phrases_file is None or path is None:
+        base = default_lexicon()
+    else:
+        phrases_path = (path.parent / guard.phrases_file).resolve()
+        what = f"{path}: risk_guard.phrases_file: {phrases_path}"
+        base = _parse_phrases(_read_text(phrases_path, what=what), what=what)
+        # Like a partial lexicon, an operator's own list can never silently drop a category: it names each one,
+        # and an empty list removes one on purpose.
+        missing = [category for category in RISK_CATEGORIES if category not in base]
+        if missing:
+            raise ConfigError(f"{what}: names no {', '.join(missing)} (an empty list removes one on purpose)")
+    override = guard.lexicon if "lexicon" in guard.model_fields_set else {}
+    merged = {key: phrases for key, phrases in {**base, **override}.items() if phrases}
+    where = f"{path}: risk_guard.lexicon" if path is not None else "risk_guard.lexicon"
+    if not any(not key.startswith("<") for key in merged):
+        raise ConfigError(f"{where}: list at least one phrase; without a lexicon the risk guard cannot fire")
+    try:
+        check_lexicon(merged)
+    except PhraseError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    return settings.model_copy(update={"risk_guard": guard.model_copy(update={"lexicon": merged})})
+
+
 def default_risk_review_instructions() -> str:
     return resources.files("core").joinpath(DEFAULT_RISK_REVIEW_RESOURCE).read_text(encoding="utf-8").strip()
 
@@ -294,9 +273,9 @@ def _with_review_instructions(settings: Settings, path: Path | None) -> Settings
 
 
 def load_settings(path: Path | None) -> Settings:
-    """Validate the YAML file at `path` over the defaults (no file: the defaults), and read the system prompt."""
+    """Validate the YAML file at `path` over the defaults (no file: the defaults); read the prompt and phrases."""
     if path is None:
-        return _with_review_instructions(Settings(system_prompt=default_system_prompt()), None)
+        return _with_review_instructions(_with_lexicon(Settings(system_prompt=default_system_prompt()), None), None)
     raw_text = _read_text(path, what=f"{path}")
     try:
         raw: Any = yaml.safe_load(raw_text)
@@ -318,6 +297,7 @@ def load_settings(path: Path | None) -> Settings:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from exc
+    settings = _with_lexicon(settings, path)
     settings = _with_review_instructions(settings, path)
     if settings.system_prompt_file is None:
         return settings.model_copy(update={"system_prompt": default_system_prompt()})

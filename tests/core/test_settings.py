@@ -10,12 +10,13 @@ from pathlib import Path
 import pydantic
 import pytest
 
+from core.risk_guard import categories_in, compile_lexicon
 from core.settings import (
-    DEFAULT_LEXICON,
     ConfigError,
     RiskGuardSettings,
     RuleSettings,
     Settings,
+    default_lexicon,
     default_risk_review_instructions,
     default_system_prompt,
     load_settings,
@@ -25,6 +26,8 @@ from tests.support.paths import REPO
 CONFIG_DIR = REPO / "config"
 SHIPPED = CONFIG_DIR / "lastresort.yaml"
 SHIPPED_TEXT = SHIPPED.read_text(encoding="utf-8")
+SHIPPED_PHRASES = CONFIG_DIR / "risk_phrases.yaml"
+PACKAGED_PHRASES = REPO / "core" / "default_risk_phrases.yaml"
 
 
 def write_config(directory: Path, text: str, *, prompt: str | None = None) -> Path:
@@ -92,7 +95,9 @@ def test_minimal_file_gets_the_documented_defaults(tmp_path: Path) -> None:
 
 
 def _comparable(settings: Settings) -> dict[str, object]:
-    return settings.model_dump(exclude={"system_prompt_file": True, "risk_review": {"instructions_file"}})
+    return settings.model_dump(
+        exclude={"system_prompt_file": True, "risk_guard": {"phrases_file"}, "risk_review": {"instructions_file"}}
+    )
 
 
 def test_the_shipped_file_only_repeats_the_defaults_in_code() -> None:
@@ -127,6 +132,29 @@ def test_the_packaged_system_prompt_is_the_shipped_one() -> None:
     assert default_system_prompt()
 
 
+def test_the_packaged_risk_phrases_are_the_shipped_ones() -> None:
+    assert PACKAGED_PHRASES.read_text(encoding="utf-8") == SHIPPED_PHRASES.read_text(encoding="utf-8")
+    assert load_settings(SHIPPED).risk_guard.phrases_file == "risk_phrases.yaml"
+    assert {"self_harm", "crisis", "harm_to_others"} <= set(default_lexicon())
+
+
+def test_settings_built_in_code_have_the_packaged_phrases() -> None:
+    # Never a guard that cannot fire, however the settings were made.
+    assert Settings().risk_guard.lexicon == default_lexicon()
+    assert RiskGuardSettings().lexicon == default_lexicon()
+
+
+def test_nothing_is_read_at_import_time() -> None:
+    # The phrases are read on first use, so importing the settings costs nothing and cannot fail.
+    code = (
+        "import core.settings as s\n"
+        "assert s._packaged_risk_phrases.cache_info().currsize == 0\n"
+        "s.default_lexicon()\n"
+        "assert s._packaged_risk_phrases.cache_info().currsize == 1"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -142,7 +170,7 @@ def test_an_empty_or_partial_file_keeps_every_other_default(tmp_path: Path, text
     settings = load_settings(write_config(tmp_path, text))
     defaults = load_settings(None)
     assert settings.risk_guard == defaults.risk_guard
-    assert settings.risk_guard.lexicon == DEFAULT_LEXICON
+    assert settings.risk_guard.lexicon == default_lexicon()
     assert settings.rules == defaults.rules and settings.notices == defaults.notices
     assert settings.model.max_output_tokens == (512 if "512" in text else 1024)
     assert settings.system_prompt == default_system_prompt()
@@ -150,7 +178,7 @@ def test_an_empty_or_partial_file_keeps_every_other_default(tmp_path: Path, text
 
 def test_no_file_at_all_is_the_defaults_with_the_packaged_prompt() -> None:
     settings = load_settings(None)
-    assert settings.risk_guard.lexicon == DEFAULT_LEXICON
+    assert settings.risk_guard.lexicon == default_lexicon()
     assert {"self_harm", "crisis", "harm_to_others"} <= set(settings.risk_guard.lexicon)
     assert settings.system_prompt == default_system_prompt()
 
@@ -160,9 +188,39 @@ def test_a_partial_lexicon_replaces_only_the_categories_it_names(tmp_path: Path)
     text = "risk_guard:\n  lexicon:\n    crisis: [meltdown]\n    harm_to_others: []\n    spam_rage: [grr]\n"
     lexicon = load_settings(write_config(tmp_path, text)).risk_guard.lexicon
     assert lexicon["crisis"] == ("meltdown",)
-    assert lexicon["self_harm"] == DEFAULT_LEXICON["self_harm"]
+    assert lexicon["self_harm"] == default_lexicon()["self_harm"]
     assert lexicon["spam_rage"] == ("grr",)
     assert "harm_to_others" not in lexicon  # an empty list removes a category on purpose
+
+
+def test_phrases_file_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    mine = "self_harm: [red balloon]\nharm_to_others: []\ncrisis: []\nteapot: [short and stout]\n"
+    (tmp_path / "mine.yaml").write_text(mine, encoding="utf-8")
+    path = write_config(tmp_path, "risk_guard:\n  phrases_file: mine.yaml\n")
+    lexicon = load_settings(path).risk_guard.lexicon
+    assert lexicon == {"self_harm": ("red balloon",), "teapot": ("short and stout",)}
+
+
+def test_a_phrases_file_that_leaves_out_a_category_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "mine.yaml").write_text("crisis: [blue moon]\nharm_to_others: []\n", encoding="utf-8")
+    message = load_error(write_config(tmp_path, "risk_guard:\n  phrases_file: mine.yaml\n"))
+    assert "mine.yaml" in message and "names no self_harm" in message
+
+
+def test_a_config_lexicon_replaces_only_what_it_names_over_the_phrases_file(tmp_path: Path) -> None:
+    mine = "self_harm: [red balloon]\ncrisis: [blue moon]\nharm_to_others: []\n"
+    (tmp_path / "mine.yaml").write_text(mine, encoding="utf-8")
+    text = "risk_guard:\n  phrases_file: mine.yaml\n  lexicon:\n    crisis: [green cheese]\n"
+    lexicon = load_settings(write_config(tmp_path, text)).risk_guard.lexicon
+    assert lexicon == {"self_harm": ("red balloon",), "crisis": ("green cheese",)}
+
+
+def test_a_config_lexicon_can_replace_a_slot_of_the_shipped_list(tmp_path: Path) -> None:
+    text = "risk_guard:\n  lexicon:\n    <someone>: [the gardener]\n"
+    lexicon = compile_lexicon(load_settings(write_config(tmp_path, text)).risk_guard.lexicon)
+    assert categories_in("I will kill the gardener", lexicon) == {"harm_to_others"}
+    assert categories_in("I will kill him", lexicon) == frozenset()
+    assert categories_in("I want to kill myself", lexicon) == {"self_harm"}
 
 
 def test_settings_are_frozen() -> None:
@@ -323,6 +381,30 @@ def test_blank_system_prompt_file_is_refused(tmp_path: Path) -> None:
     message = load_error(path)
     assert "system_prompt_file" in message
     assert "empty" in message
+
+
+def test_missing_phrases_file_names_the_setting(tmp_path: Path) -> None:
+    path = write_config(tmp_path, replaced("phrases_file: risk_phrases.yaml", "phrases_file: nowhere.yaml"))
+    message = load_error(path)
+    assert str(path) in message and "risk_guard.phrases_file" in message and "nowhere.yaml" in message
+
+
+@pytest.mark.parametrize(
+    ("phrases", "reason"),
+    [
+        pytest.param("self_harm: [kill <nobody_here>]\n", "unknown slot <nobody_here>", id="unknown-slot"),
+        pytest.param("self_harm: [kill <me>]\n<me>: [<me> again]\n", "refers to itself", id="recursive-slot"),
+        pytest.param("self_harm:\n  - maybe? perhaps?\n", "only optional words", id="only-optional-words"),
+        pytest.param("self_harm: suicide\n", "self_harm", id="not-a-list"),
+        pytest.param("self_harm: [a\n", "not valid YAML", id="broken-yaml"),
+        pytest.param("crisis: []\n", "at least one phrase", id="no-category-left"),
+    ],
+)
+def test_a_broken_phrases_file_is_one_line_naming_the_problem(tmp_path: Path, phrases: str, reason: str) -> None:
+    categories = "".join(f"{c}: []\n" for c in ("self_harm", "harm_to_others", "crisis") if f"{c}:" not in phrases)
+    (tmp_path / "mine.yaml").write_text(phrases + categories, encoding="utf-8")
+    message = load_error(write_config(tmp_path, "risk_guard:\n  phrases_file: mine.yaml\n"))
+    assert str(tmp_path) in message and reason in message and "\n" not in message
 
 
 def test_missing_config_file_names_the_file(tmp_path: Path) -> None:
