@@ -399,6 +399,7 @@ async def eval_risk(env: Environment, settings: Settings, out: TextIO, *, path: 
     """`lastresort eval risk FILE.jsonl`: the configured risk review against a labelled set (core/risk_eval.py)."""
     from bots.runtime import build_model_client  # the SDK takes seconds to import; only this command needs it
     from core.risk_eval import UsageTally, read_set, report, review_all
+    from core.risk_guard import compile_lexicon
     from core.risk_review import RiskReviewer
 
     try:
@@ -415,5 +416,6 @@ async def eval_risk(env: Environment, settings: Settings, out: TextIO, *, path: 
         results = await review_all(items, reviewer, concurrency=concurrency)
     finally:
         await client.close()
-    print(report(results, model=settings.risk_review.model, tally=tally), file=out)
+    lexicon = compile_lexicon(settings.risk_guard.lexicon)
+    print(report(results, model=settings.risk_review.model, tally=tally, lexicon=lexicon), file=out)
     return 0

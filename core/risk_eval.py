@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from core.domain import Role, StoredMessage
 from core.ports import Usage
 from core.prompt import user_text_block
+from core.risk_guard import Lexicon, categories_in
 from core.risk_review import ReviewResult, ReviewUnavailable, RiskFinding, RiskReviewer
 
 RISK_LABELS = ("self_harm", "harm_to_others", "crisis")
@@ -132,7 +133,20 @@ def _rate(hits: int, total: int) -> str:
     return f"{hits / total:6.1%} ({hits}/{total})" if total else "     - (0/0)"
 
 
-def report(results: Sequence[tuple[Labelled, ReviewResult]], *, model: str, tally: UsageTally) -> str:
+def tripwire_line(items: Sequence[Labelled], lexicon: Lexicon) -> str:
+    """The phrase list on the same set, for comparison (it costs nothing to run)."""
+    fired = [(item, bool(categories_in(item.text, lexicon))) for item in items]
+    risky = [hit for item, hit in fired if item.at_risk]
+    safe = [hit for item, hit in fired if not item.at_risk]
+    return (
+        f"  phrase list (tripwire)   recall {_rate(sum(risky), len(risky)).strip()}, "
+        f"false positives {_rate(sum(safe), len(safe)).strip()}"
+    )
+
+
+def report(
+    results: Sequence[tuple[Labelled, ReviewResult]], *, model: str, tally: UsageTally, lexicon: Lexicon | None = None
+) -> str:
     """The printed report: recall by category and by language, false positives, cost, worst misses."""
     lines = [f"Risk review eval: {len(results)} messages, model {model}, at {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"]
     risky = [(i, r) for i, r in results if i.at_risk]
@@ -147,6 +161,8 @@ def report(results: Sequence[tuple[Labelled, ReviewResult]], *, model: str, tall
         group = [r for i, r in risky if i.lang == lang]
         lines.append(f"    {lang:<22} {_rate(sum(map(_found, group)), len(group))}")
     lines.append(f"  false positives          {_rate(sum(_found(r) for _, r in safe), len(safe))}")
+    if lexicon is not None:
+        lines.append(tripwire_line([i for i, _ in results], lexicon))
     lines.append(f"  no answer (fail closed)  {unavailable}")
     problems = Counter(r.problem.split(":")[0] for _, r in results if isinstance(r, ReviewUnavailable))
     for problem, count in problems.most_common():

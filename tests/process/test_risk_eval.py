@@ -57,6 +57,8 @@ def test_eval_reports_recall_false_positives_cost_and_misses(fake_anthropic: Fak
     assert "harm_to_others           0.0% (0/1)" in out
     assert "es                       0.0% (0/1)" in out
     assert "false positives           50.0% (1/2)" in out
+    # The phrase list on the same set, beside it (it knows all three risky phrasings, and neither idiom).
+    assert "phrase list (tripwire)   recall 100.0% (3/3), false positives 0.0% (0/2)" in out
     assert "$" in out and "input tokens" in out
     # The most urgent misses first.
     misses = out.split("worst misses (2 of 2)")[1].splitlines()
