@@ -163,3 +163,21 @@ async def test_the_screen_runs_beside_the_reply(bot: Bot) -> None:
             break
         await asyncio.sleep(0.1)
     assert marks.conversation_marked and marks.categories == {"crisis"}
+
+
+async def test_path6_the_mark_survives_forget(bot: Bot) -> None:
+    bot.claude.push(Reply.text("I'm here with you."), WARN, END_ABUSE, Reply.text("Still here."))
+    thread = await bot.mention("I want to kill myself")
+    await bot.answered(thread)
+    assert "I removed the text" in await bot.command("forget", user=ALICE)
+    conversation = await bot.conversation(thread)
+    assert conversation is not None
+    texts = [m.text for m in await bot.runtime.store.messages(conversation.id)]
+    assert not any("kill myself" in t for t in texts)  # the words are gone; the guard is not blind
+    await bot.say("you are a useless bot", thread)
+    await bot.answered(thread, 2)
+    await bot.say("useless", thread)
+    await bot.answered(thread, 3)
+    assert await bot.runtime.store.warnings(conversation.id) == []
+    conversation = await bot.conversation(thread)
+    assert conversation is not None and conversation.status is Status.ACTIVE
