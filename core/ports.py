@@ -10,6 +10,7 @@ from typing import Protocol, runtime_checkable
 
 from core.domain import (
     JSON,
+    ActiveThread,
     AuditEvent,
     Conversation,
     Draft,
@@ -114,6 +115,19 @@ class MessageStore(Protocol):
     async def exclude_message(self, message_id: int) -> None: ...
     async def unanswered(self, *, older_than: datetime) -> list[StoredMessage]: ...
     async def mark_answered(self, *, conversation_id: int, up_to_seq: int) -> None: ...
+    async def mark_delivered(self, *, conversation_id: int, up_to_seq: int) -> None:
+        """The platform accepted the answers to the answered user messages up to `up_to_seq`."""
+        ...
+
+    async def undelivered(self, *, platform: str, older_than: datetime, newer_than: datetime) -> list[StoredMessage]:
+        """User messages on `platform` answered in the store but whose answer no platform accepted yet,
+        created in [newer_than, older_than), oldest first per conversation. Ended conversations included:
+        an ending's notice is an answer too."""
+        ...
+
+    async def active_threads(self, *, platform: str, since: datetime, limit: int) -> list[ActiveThread]:
+        """Active conversations on `platform` created or written in since `since`, newest first."""
+        ...
 
 
 class WarningStore(Protocol):
