@@ -48,6 +48,7 @@ THREAD_NAME_LIMIT = 100
 THREAD_TITLE_TARGET = 60
 CODE_FENCE = "```"
 FENCE_ROOM = 2 * (len(CODE_FENCE) + 1)  # a closing fence at the end of a piece, a reopening one after
+MAX_FENCE_LANGUAGE = 20  # a reopening fence repeats the block's language tag (```python), up to this long
 ELLIPSIS = "…"
 EMPTY_REPLY = ELLIPSIS
 DEFAULT_THREAD_TITLE = "Conversation with Claude"
@@ -122,21 +123,31 @@ def _cut_point(text: str, fit: int) -> int:
     return fit
 
 
+def _open_fence_language(piece: str) -> str:
+    """The language tag of the fence `piece` leaves open (its last fence opens a block): ```py -> "py"."""
+    after = piece[piece.rfind(CODE_FENCE) + len(CODE_FENCE) :]
+    tag = after.split("\n", 1)[0].strip()
+    return tag if len(tag) <= MAX_FENCE_LANGUAGE and all(c.isalnum() or c in "+#.-_" for c in tag) else ""
+
+
 def split_text(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
-    """Cut text into pieces of at most `limit` characters, keeping ``` code fences balanced."""
-    if limit <= FENCE_ROOM:
-        raise ValueError(f"limit must be more than {FENCE_ROOM} characters")
-    budget = limit - FENCE_ROOM
+    """Cut text into pieces of at most `limit` characters, keeping ``` code fences balanced; a block
+    continued in the next piece reopens with its language tag, so it keeps its highlighting."""
+    if limit <= FENCE_ROOM + MAX_FENCE_LANGUAGE:
+        raise ValueError(f"limit must be more than {FENCE_ROOM + MAX_FENCE_LANGUAGE} characters")
     pieces: list[str] = []
     rest = text.strip()
     reopen = False
+    language = ""
     while rest:
         if reopen:
-            rest = f"{CODE_FENCE}\n{rest}"
+            rest = f"{CODE_FENCE}{language}\n{rest}"
+        budget = limit - FENCE_ROOM - MAX_FENCE_LANGUAGE
         cut = len(rest) if len(rest) <= budget else _cut_point(rest, budget)
         piece, rest = rest[:cut].rstrip(), rest[cut:].lstrip("\n ")
         reopen = piece.count(CODE_FENCE) % 2 == 1 and bool(rest)
         if reopen:
+            language = _open_fence_language(piece)
             piece += f"\n{CODE_FENCE}"
         if piece.strip():
             pieces.append(piece)
