@@ -91,6 +91,32 @@ CANNOT_LOCK = (
 MISSING_MANAGE_THREADS = "I am missing the **Manage Threads** permission"
 # Replaces a half-written draft when a shutdown cuts the answer short; the message is answered again later.
 INTERRUPTED = "_This answer was interrupted by a restart. It will be answered again shortly._"
+# After giving up on posting an answer (Discord kept failing it): said once, plainly.
+UNDELIVERED = (
+    "⚠️ I answered your last message here, but Discord would not take the answer, so it is lost. "
+    "Please send your message again."
+)
+
+
+def cannot_post_note(thread_mention: str, missing: list[str]) -> str:
+    """For moderators, once per server: the bot answers nothing where it may not post."""
+    names = " and ".join(f"**{name}**" for name in missing)
+    return (
+        f"⚠️ I cannot answer in {thread_mention}: I am missing the {names} permission there, so I do not "
+        "answer (and do not ask Claude) in threads like it. Moderators: grant it to me in this channel "
+        "(I say this once per server)."
+    )
+
+
+def lock_failed_note(thread_mention: str, why: str) -> str:
+    """For moderators, once per server: an ended thread stays open, though the bot keeps it closed."""
+    return (
+        f"⚠️ A conversation ended in {thread_mention}, but I could not lock the thread ({why}). The notice is "
+        "posted and I will not answer there, but members can still post. Moderators: check my Manage Threads "
+        "and View Channel permissions (I say this once per server)."
+    )
+
+
 NO_THREAD_PERMISSION = (
     "I cannot start a conversation here: I need the **Create Public Threads** permission in this channel."
 )
@@ -314,14 +340,22 @@ def status_text(status: ConversationStatus | None) -> str:
     return f"{line}. {status.user_messages} user message(s), {status.warnings} formal warning(s)."
 
 
-def ended_answer(conversation_id: int, thread_mention: str, *, locked: bool) -> str:
-    """What a moderator is told after ending a conversation: whether the thread really is locked."""
+def ended_answer(
+    conversation_id: int, thread_mention: str, *, locked: bool, why: str = "", notice_shown: bool = True
+) -> str:
+    """What a moderator is told after ending a conversation: exactly what happened on Discord."""
+    unseen = "" if notice_shown else " Discord refused the ending notice, so the thread does not show it yet."
     if locked:
-        return f"Ended conversation #{conversation_id} and locked {thread_mention}."
+        return f"Ended conversation #{conversation_id} and locked {thread_mention}.{unseen}"
+    if not why or why == MISSING_MANAGE_THREADS:
+        return (
+            f"Ended conversation #{conversation_id}, but I could not lock {thread_mention}: "
+            f"{MISSING_MANAGE_THREADS}. Members can still post there; I will not answer them. "
+            f"Grant me Manage Threads so ended threads are locked.{unseen}"
+        )
     return (
-        f"Ended conversation #{conversation_id}, but I could not lock {thread_mention}: "
-        f"{MISSING_MANAGE_THREADS}. Members can still post there; I will not answer them. "
-        "Grant me Manage Threads so ended threads are locked."
+        f"Ended conversation #{conversation_id}, but I could not lock {thread_mention}: {why}. Members can "
+        f"still post there; I will not answer them.{unseen}"
     )
 
 
