@@ -96,6 +96,9 @@ def point_discord_py_at(env: Environment) -> None:
         DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(env.discord_gateway_url)
 
 
+GATEWAY_ENDED = "the Discord gateway connection ended"
+
+
 def gateway_failure(error: BaseException | None) -> str:
     """Why the gateway connection ended for good, in words an operator can act on."""
     if isinstance(error, discord.PrivilegedIntentsRequired):
@@ -104,7 +107,7 @@ def gateway_failure(error: BaseException | None) -> str:
         return "Discord rejected DISCORD_TOKEN: copy the bot token from the Developer Portal"
     if isinstance(error, discord.ConnectionClosed) and error.code in FATAL_CLOSE_CODES:
         return f"Discord closed the gateway with {error.code}: {FATAL_CLOSE_CODES[error.code]}"
-    return "the Discord gateway connection ended"
+    return GATEWAY_ENDED
 
 
 def build_client(env: Environment, *, guild_ready_timeout: float) -> discord.Client:
@@ -254,9 +257,12 @@ class DiscordAdapter:
 
     async def _wait_until_ready(self, connection: asyncio.Task[None]) -> None:
         ready = asyncio.create_task(self._ready.wait())
+        # A SIGTERM while still connecting ends the wait too: the process must stop in time.
+        stopping = asyncio.create_task(self._runtime.shutdown.event.wait())
         done, _ = await asyncio.wait(
-            {connection, ready}, timeout=self._ready_timeout, return_when=asyncio.FIRST_COMPLETED
+            {connection, ready, stopping}, timeout=self._ready_timeout, return_when=asyncio.FIRST_COMPLETED
         )
+        stopping.cancel()
         if ready not in done:
             ready.cancel()
         if connection in done:
@@ -283,9 +289,14 @@ class DiscordAdapter:
             return  # start() is waiting for this task and raises its error itself
         error = task.exception()
         reason = gateway_failure(error)
+        exit_code = EXIT_START_FAILED
+        if not self._ready.is_set() and reason == GATEWAY_ENDED:
+            # Never connected, and not refused: the network or the URL. A restart may well help.
+            reason = f"could not connect to the Discord gateway ({type(error).__name__}): check DISCORD_GATEWAY_URL"
+            exit_code = EXIT_NEVER_CONNECTED
         log.error("discord stopped for good: %s; stopping the process", reason, exc_info=error)
         # A process without its Discord connection would look healthy while answering nobody.
-        self._runtime.shutdown.request(f"discord: {reason}", exit_code=EXIT_START_FAILED)
+        self._runtime.shutdown.request(f"discord: {reason}", exit_code=exit_code)
 
     # -- events -----------------------------------------------------------------------------------------
 
@@ -367,7 +378,9 @@ class DiscordAdapter:
 
     async def on_disconnect(self) -> None:
         if not self._stopping:
-            self._runtime.readiness.report(READINESS, ready=False, reason="gateway disconnected")
+            # discord.py says so on every failed attempt too: until the first READY it is still connecting.
+            reason = "gateway disconnected" if self._ready.is_set() else "connecting"
+            self._runtime.readiness.report(READINESS, ready=False, reason=reason)
 
     async def on_message(self, message: discord.Message) -> None:
         if self._conversations is not None:
