@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 # Answers older than this are not posted any more: nobody is waiting for them.
 DEFAULT_WITHIN_SECONDS = 24 * 3600.0
 
+EVERYTHING = 2**62  # a seq after every message
 Show = Callable[[Outcome | None], Awaitable[None]]
 
 
@@ -43,13 +44,6 @@ def answer_run(history: Sequence[StoredMessage], trigger_seq: int) -> list[Store
             break
         run.append(message)
     return run if any(m.role is Role.ASSISTANT for m in run) else []
-
-
-def delivered_up_to(history: Sequence[StoredMessage], trigger_seq: int) -> int:
-    """Up to where one shown answer covers: every user message before the reply it showed (messages
-    answered together with the trigger come before the reply too)."""
-    reply = next((m for m in history if m.seq > trigger_seq and m.role is Role.ASSISTANT), None)
-    return reply.seq if reply is not None else trigger_seq
 
 
 def stored_answer(
@@ -84,18 +78,17 @@ class Deliveries:
 
     async def delivered(self, *, conversation_id: int, trigger_seq: int | None = None) -> None:
         """The platform accepted the answer to the message at `trigger_seq` (None: to every answered
-        message in the conversation, for a conversation only this answer is in, such as a new branch)."""
-        if trigger_seq is None:
-            up_to = 2**62
-        else:
-            up_to = delivered_up_to(await self._store.messages(conversation_id), trigger_seq)
-        await self._store.mark_delivered(conversation_id=conversation_id, up_to_seq=up_to)
+        message in the conversation, for a conversation only this answer is in, such as a new branch).
+        One statement: adapters call this after every answer."""
+        seq = EVERYTHING if trigger_seq is None else trigger_seq
+        await self._store.mark_delivered(conversation_id=conversation_id, trigger_seq=seq)
 
     async def undelivered(
         self, *, platform: str, older_than_seconds: float, within_seconds: float = DEFAULT_WITHIN_SECONDS
     ) -> list[StoredMessage]:
-        """The newest answered-but-undelivered user message of each conversation on `platform`, stored more
-        than `older_than_seconds` ago (the first attempt has had its time) and less than `within_seconds`."""
+        """The newest answered-but-undelivered user message of each conversation on `platform` whose answer
+        was stored more than `older_than_seconds` ago (its first attempt has had its time), of messages from
+        the last `within_seconds`."""
         now = self._clock.now()
         found = await self._store.undelivered(
             platform=platform,
@@ -105,7 +98,17 @@ class Deliveries:
         newest: dict[int, StoredMessage] = {}
         for message in found:
             newest[message.conversation_id] = message
-        return list(newest.values())
+        cutoff = now - timedelta(seconds=older_than_seconds)
+        due = []
+        for message in newest.values():
+            # Counted from when the answer was stored, not from when the message came: a slow answer may
+            # be on its way to the platform right now, and must not be posted a second time beside it.
+            history = await self._store.messages(message.conversation_id)
+            reply = next((m for m in history if m.seq > message.seq and m.role is Role.ASSISTANT), None)
+            stored_at = reply.created_at if reply is not None else message.created_at
+            if stored_at is None or stored_at < cutoff:
+                due.append(message)
+        return due
 
     async def redeliver(self, message: StoredMessage, show: Show) -> bool:
         """Show the stored answer to `message` again (None when nothing was stored for it: `show` may post a
@@ -120,7 +123,5 @@ class Deliveries:
             if conversation is None or current is None or current.delivered:
                 return False
             await show(stored_answer(conversation, history, warnings, current.seq, self._notices))
-            await self._store.mark_delivered(
-                conversation_id=conversation.id, up_to_seq=delivered_up_to(history, current.seq)
-            )
+            await self._store.mark_delivered(conversation_id=conversation.id, trigger_seq=current.seq)
         return True

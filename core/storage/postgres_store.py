@@ -530,12 +530,14 @@ class PostgresStore:
             up_to_seq,
         )
 
-    async def mark_delivered(self, *, conversation_id: int, up_to_seq: int) -> None:
+    async def mark_delivered(self, *, conversation_id: int, trigger_seq: int) -> None:
         await self.pool.execute(
             """UPDATE messages SET delivered = TRUE
-               WHERE conversation_id = $1 AND seq <= $2 AND NOT delivered AND answered""",
+               WHERE conversation_id = $1 AND NOT delivered AND answered AND seq < COALESCE(
+                   (SELECT MIN(r.seq) FROM messages r
+                    WHERE r.conversation_id = $1 AND r.role = 'assistant' AND r.seq > $2), $2 + 1)""",
             conversation_id,
-            up_to_seq,
+            trigger_seq,
         )
 
     async def undelivered(self, *, platform: str, older_than: datetime, newer_than: datetime) -> list[StoredMessage]:

@@ -456,11 +456,13 @@ class SqliteStore:
             (conversation_id, up_to_seq),
         )
 
-    async def mark_delivered(self, *, conversation_id: int, up_to_seq: int) -> None:
+    async def mark_delivered(self, *, conversation_id: int, trigger_seq: int) -> None:
         await self._write(
             """UPDATE messages SET delivered = 1
-               WHERE conversation_id = ? AND seq <= ? AND delivered = 0 AND answered = 1""",
-            (conversation_id, up_to_seq),
+               WHERE conversation_id = ? AND delivered = 0 AND answered = 1 AND seq < COALESCE(
+                   (SELECT MIN(r.seq) FROM messages r
+                    WHERE r.conversation_id = ? AND r.role = 'assistant' AND r.seq > ?), ? + 1)""",
+            (conversation_id, conversation_id, trigger_seq, trigger_seq),
         )
 
     async def undelivered(self, *, platform: str, older_than: datetime, newer_than: datetime) -> list[StoredMessage]:

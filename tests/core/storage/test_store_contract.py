@@ -387,16 +387,23 @@ async def test_an_answer_is_pending_until_delivered(store: OpenableStore, clock:
     assert await store.undelivered(platform="discord", older_than=start, newer_than=start) == []
     assert await store.undelivered(platform="discord", older_than=cutoff, newer_than=cutoff) == []
 
-    await store.mark_delivered(conversation_id=chat.id, up_to_seq=1)
-    assert [m.id for m in await store.undelivered(platform="discord", older_than=cutoff, newer_than=start)] == [
-        second.id
-    ]
-    # Ended conversations still list theirs: the ending's notice is an answer too.
-    await store.end_conversation(conversation_id=chat.id, reason=EndReason.MODERATOR, explanation="", actor="m")
-    assert len(await store.undelivered(platform="discord", older_than=cutoff, newer_than=start)) == 1
-    await store.mark_delivered(conversation_id=chat.id, up_to_seq=3)
+    # Shown for the first message, the answer covers every message answered before its reply (together).
+    await store.mark_delivered(conversation_id=chat.id, trigger_seq=1)
     assert await store.undelivered(platform="discord", older_than=cutoff, newer_than=start) == []
     assert all(m.delivered for m in await store.messages(chat.id))
+
+    # A later answer with nothing stored (the model was unavailable): only up to its message. Ended
+    # conversations still list theirs: the ending's notice is an answer too.
+    third = await store.add_message(text(chat.id, "three", platform_message_id="d3"))
+    fourth = await store.add_message(text(chat.id, "four", platform_message_id="d4"))
+    assert third is not None and fourth is not None
+    await store.mark_answered(conversation_id=chat.id, up_to_seq=fourth.seq)
+    await store.end_conversation(conversation_id=chat.id, reason=EndReason.MODERATOR, explanation="", actor="m")
+    later = clock.advance(60)
+    await store.mark_delivered(conversation_id=chat.id, trigger_seq=third.seq)
+    assert [m.id for m in await store.undelivered(platform="discord", older_than=later, newer_than=start)] == [
+        fourth.id
+    ]
 
 
 async def test_a_branch_copies_history_as_delivered(store: OpenableStore, clock: ManualClock) -> None:
