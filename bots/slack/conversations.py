@@ -231,6 +231,9 @@ class SlackConversations:
             await post_ephemeral(self._client, channel=edit.channel, user=edit.user, post=short_notice(outcome.text))
             return
         await writer.finish(render_outcome(outcome))
+        if self._deliveries is not None and not isinstance(outcome, Ignored):
+            # A new conversation: this answer is the only one in it.
+            await self._deliveries.delivered(conversation_id=outcome.conversation.id)
 
     async def _permalink(self, edit: SlackEdit) -> str | None:
         try:

@@ -556,3 +556,25 @@ async def test_an_answer_slack_would_not_take_is_posted_again_once(
         assert [r.get("text", "") for r in bot.replies(root)].count("The answer Slack refused at first.") <= 1
         assert sum("refused at first" in json.dumps(r) for r in bot.replies(root)) == 1
         assert bot.model_calls() == 1  # posted from the store, not asked again
+
+
+async def test_answers_slack_took_are_never_posted_again(
+    slack: FakeSlack, fake_anthropic: FakeAnthropic, settings: Settings, tmp_path: Path
+) -> None:
+    """Every answer path counts its answer delivered: recovery sweeping quickly re-posts none of them."""
+    quick = settings.recovery.model_copy(update={"age_seconds": 1.0, "interval_seconds": 0.2})
+    async with running_bot(
+        slack, fake_anthropic, settings.model_copy(update={"recovery": quick}), tmp_path / "slack.db"
+    ) as bot:
+        root = await bot.mention("What is 2+2?")
+        await bot.answered(root)
+        second = await bot.say("And 3+3?", root)
+        await bot.answered(root, 2)
+        await bot.driver.message_changed(CHANNEL, ALICE, "And 4+4?", ts=second)
+        starter = await bot.starter("edited")
+        await bot.answered(starter["ts"])
+        await asyncio.sleep(2.0)  # ten sweeps
+        await bot.idle()
+        assert len(bot.replies(root)) == 2
+        assert len(bot.replies(starter["ts"])) == 1
+        assert bot.model_calls() == 3
