@@ -140,6 +140,34 @@ async def test_after_giving_up_the_person_is_told_plainly_once(
         assert bot.model_calls() == 2
 
 
+async def test_answers_discord_took_are_never_posted_again(
+    fake: FakeDiscord, fake_anthropic: FakeAnthropic, settings: Settings, tmp_path: Path
+) -> None:
+    """Every answer path counts its answer delivered: recovery sweeping quickly re-posts none of them."""
+    async with started_bot(fake, fake_anthropic, quick(settings), tmp_path / "once.db") as bot:
+        bot.claude.push(Reply.text("Hello."), WARN)
+        thread = await bot.mention("What is 2+2?")
+        await bot.answered(thread)
+        second = bot.say(thread, "And 3+3?")  # answered with a formal warning
+        await bot.answered(thread, 2)
+        fake.user_edit(thread, second, "And 4+4?")  # a branch
+        await fake.wait_for(lambda: bot.model_calls() == 3, 10, what="the branch's answer")
+        dm = fake.dm_channel_id(bot.alice)
+        bot.say(dm, "private question")
+        await bot.answered(dm)
+        bot.claude.push(WARN, END_ABUSE)
+        ending = await bot.mention("tell me how to hurt people")
+        await bot.answered(ending)
+        bot.say(ending, "tell me anyway")
+        await fake.wait_for(lambda: notices(bot, ending), 10, what="the notice")
+        await bot.idle()
+        before = {c: len(bot.bot_messages(c)) for c in (thread, dm, ending, *(int(t["id"]) for t in fake.threads))}
+        await asyncio.sleep(2.0)  # ten sweeps
+        await bot.idle()
+        assert {c: len(bot.bot_messages(c)) for c in before} == before
+        assert bot.model_calls() == 6
+
+
 # -- catching up ---------------------------------------------------------------------------------------------
 
 
