@@ -238,6 +238,7 @@ class DiscordAdapter:
             tree.add_command(group)
         handlers = (
             self.on_ready,
+            self.on_shard_ready,
             self.on_resumed,
             self.on_disconnect,
             self.on_message,
@@ -345,15 +346,7 @@ class DiscordAdapter:
         if self._conversations is None:
             return
         conversations = self._conversations
-
-        # A fresh session (start-up, or one Discord would not resume): what was sent meanwhile was never
-        # delivered to us, so read it from the threads' history.
-        async def catch_up() -> None:
-            await conversations.catch_up()
-
-        task = asyncio.create_task(self._guarded("catch-up", catch_up), name="discord-catch-up")
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._catch_up()
         if first:
             # Sweeps start once connected: answers need the channels discord.py learns about at READY.
             extra: dict[str, Any] = {}
@@ -372,6 +365,25 @@ class DiscordAdapter:
                 **extra,
             )
             self._recovery.start()
+
+    def _catch_up(self) -> None:
+        """A fresh session (start-up, or one Discord would not resume): what was sent meanwhile was never
+        delivered to us, so read it from the threads' history, in the background."""
+        conversations = self._conversations
+        if conversations is None:
+            return
+
+        async def catch_up() -> None:
+            await conversations.catch_up()
+
+        task = asyncio.create_task(self._guarded("catch-up", catch_up), name="discord-catch-up")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def on_shard_ready(self, shard_id: int) -> None:
+        # With shards, one shard's fresh session is only a shard_ready (ready comes once, for all of them).
+        if self._ready.is_set():
+            self._catch_up()
 
     async def on_resumed(self) -> None:
         self._runtime.readiness.report(READINESS, ready=True)

@@ -23,7 +23,7 @@ from bots.discord.render import UNDELIVERED
 from bots.discord.views import feedback_id
 from core.settings import Settings
 from tests.discord import test_e2e
-from tests.discord.test_e2e import Bot, discord_env, notices, started_bot
+from tests.discord.test_e2e import Bot, discord_env, notices, running_adapter, started_bot
 from tests.support.bot_process import BotProcess, config_with
 from tests.support.fake_anthropic import FakeAnthropic, Reply
 from tests.support.fake_discord import FakeDiscord
@@ -189,6 +189,25 @@ async def test_a_message_sent_while_the_session_could_not_be_resumed_is_answered
     await bot.idle()
     assert len(bot.bot_messages(thread)) == 2
     assert bot.model_calls() == 2
+
+
+async def test_with_shards_a_message_sent_while_a_shard_re_identified_is_answered_once(
+    fake: FakeDiscord, fake_anthropic: FakeAnthropic, settings: Settings, tmp_path: Path
+) -> None:
+    alice = int(fake.add_member(None, "alice")["user"]["id"])
+    env = discord_env(fake, fake_anthropic, discord_shard_count=1)  # an AutoShardedClient
+    async with running_adapter(fake, fake_anthropic, settings, tmp_path / "shards.db", env=env) as runtime:
+        bot = Bot(fake, fake_anthropic, runtime, alice, alice, alice)
+        thread = await bot.mention("first question")
+        await bot.answered(thread)
+        assert fake.invalidate_session(resumable=False) == 1
+        bot.say(thread, "sent in the gap")
+        await fake.wait_for(lambda: fake.gateway_stats["identifies"] == 2, 15, what="a fresh IDENTIFY")
+        replies = await bot.answered(thread, 2)
+        assert "sent in the gap" in replies[-1]["content"]
+        await asyncio.sleep(0.5)
+        await bot.idle()
+        assert len(bot.bot_messages(thread)) == 2 and bot.model_calls() == 2
 
 
 async def test_a_message_sent_while_the_worker_restarts_is_answered_once(
