@@ -195,14 +195,17 @@ async def test_with_shards_a_message_sent_while_a_shard_re_identified_is_answere
     fake: FakeDiscord, fake_anthropic: FakeAnthropic, settings: Settings, tmp_path: Path
 ) -> None:
     alice = int(fake.add_member(None, "alice")["user"]["id"])
-    env = discord_env(fake, fake_anthropic, discord_shard_count=1)  # an AutoShardedClient
+    env = discord_env(fake, fake_anthropic, discord_shard_count=2)  # two shards in this process
     async with running_adapter(fake, fake_anthropic, settings, tmp_path / "shards.db", env=env) as runtime:
         bot = Bot(fake, fake_anthropic, runtime, alice, alice, alice)
         thread = await bot.mention("first question")
         await bot.answered(thread)
-        assert fake.invalidate_session(resumable=False) == 1
+        # Only the guild's shard gets a fresh session: discord.py then says shard_ready, not ready.
+        home = (fake.guild_id >> 22) % 2
+        [session] = [s.session_id for s in fake.sessions if s.shard[0] == home]
+        assert fake.invalidate_session(resumable=False, session_id=session) == 1
         bot.say(thread, "sent in the gap")
-        await fake.wait_for(lambda: fake.gateway_stats["identifies"] == 2, 15, what="a fresh IDENTIFY")
+        await fake.wait_for(lambda: fake.gateway_stats["identifies"] == 3, 20, what="a fresh IDENTIFY")
         replies = await bot.answered(thread, 2)
         assert "sent in the gap" in replies[-1]["content"]
         await asyncio.sleep(0.5)
