@@ -198,6 +198,8 @@ async def test_with_shards_a_message_sent_while_a_shard_re_identified_is_answere
     env = discord_env(fake, fake_anthropic, discord_shard_count=2)  # two shards in this process
     async with running_adapter(fake, fake_anthropic, settings, tmp_path / "shards.db", env=env) as runtime:
         bot = Bot(fake, fake_anthropic, runtime, alice, alice, alice)
+        # discord.py connects shards about 5 s apart: the guild's may be the second one.
+        await fake.wait_for(lambda: sum(s.connected for s in fake.sessions) == 2 or None, 30, what="both shards")
         thread = await bot.mention("first question")
         await bot.answered(thread)
         # Only the guild's shard gets a fresh session: discord.py then says shard_ready, not ready.

@@ -1307,7 +1307,10 @@ class FakeDiscord:
             ready: JSON = {
                 "v": API_VERSION,
                 "user": copy.deepcopy(self._users[self.bot_user_id]) | {"verified": True, "mfa_enabled": False},
-                "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+                # Like Discord, READY lists only the guilds of this session's shard.
+                "guilds": [{"id": str(self.guild_id), "unavailable": True}]
+                if (self.guild_id >> 22) % shard[1] == shard[0]
+                else [],
                 "session_id": session.session_id,
                 "session_type": "normal",
                 "resume_gateway_url": self.gateway_url,
