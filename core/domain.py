@@ -55,6 +55,15 @@ class Conversation:
 
 
 @dataclass(frozen=True, slots=True)
+class ActiveThread:
+    """An active conversation and the platform id of the last message stored in it: where a platform's
+    history can be read from to catch up on what arrived while no process was listening."""
+
+    conversation: Conversation
+    last_platform_message_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class StoredMessage:
     """One turn as the model sees it. `blocks` are Messages API content blocks, kept verbatim so the
     replayed history is byte-identical from turn to turn (prompt caching depends on it)."""
@@ -72,6 +81,8 @@ class StoredMessage:
     answered: bool = True
     # Turns the API refused (stop_reason "refusal") must not be replayed as-is.
     excluded: bool = False
+    # A user message's answer counts only once the platform accepted it; until then recovery re-posts it.
+    delivered: bool = True
 
     @property
     def text(self) -> str:

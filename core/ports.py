@@ -10,6 +10,7 @@ from typing import Protocol, runtime_checkable
 
 from core.domain import (
     JSON,
+    ActiveThread,
     AuditEvent,
     Conversation,
     Draft,
@@ -127,6 +128,21 @@ class MessageStore(Protocol):
     async def exclude_message(self, message_id: int) -> None: ...
     async def unanswered(self, *, older_than: datetime) -> list[StoredMessage]: ...
     async def mark_answered(self, *, conversation_id: int, up_to_seq: int) -> None: ...
+    async def mark_delivered(self, *, conversation_id: int, trigger_seq: int) -> None:
+        """The platform accepted the answer to the user message at `trigger_seq`: that message and every
+        answered one before the reply stored after it (messages answered together come before the reply)
+        count as delivered. Without a reply after it (nothing was stored to show), up to `trigger_seq`."""
+        ...
+
+    async def undelivered(self, *, platform: str, older_than: datetime, newer_than: datetime) -> list[StoredMessage]:
+        """User messages on `platform` answered in the store but whose answer no platform accepted yet,
+        created in [newer_than, older_than), oldest first per conversation. Ended conversations included:
+        an ending's notice is an answer too."""
+        ...
+
+    async def active_threads(self, *, platform: str, since: datetime, limit: int) -> list[ActiveThread]:
+        """Active conversations on `platform` created or written in since `since`, newest first."""
+        ...
 
 
 class WarningStore(Protocol):

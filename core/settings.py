@@ -136,6 +136,18 @@ class ModeratorSettings(_Frozen):
 
 class DiscordSettings(_Frozen):
     archive_on_end: bool = False
+    # Webhook posts (bridges, feeds) are not people talking to the bot: ignored unless this is on.
+    answer_webhooks: bool = False
+    # Text attachments (text/* only) up to this size reach the model, marked as attachments.
+    max_attachment_bytes: int = Field(16_000, ge=0, le=1_000_000)
+    # After a fresh gateway session or a start, active threads written in within this many hours are read
+    # for messages nobody saw (at most `catch_up_threads` threads, `catch_up_messages` messages each).
+    catch_up_hours: float = Field(24.0, ge=0)
+    catch_up_threads: int = Field(50, ge=0, le=1000)
+    catch_up_messages: int = Field(50, ge=1, le=100)
+    # A gateway that never connects makes the process exit (status 1) after this many seconds, so the
+    # platform restarts it and shows why; until then /readyz says it is not ready.
+    connect_timeout_seconds: float = Field(300.0, ge=1)
 
 
 class RetentionSettings(_Frozen):

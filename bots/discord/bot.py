@@ -18,6 +18,13 @@ instance leaves them to the other one for a moment, and answers "restarting" onl
 
 A gateway connection that ends for good after start-up (Discord rejected the token or the intents) asks
 the supervisor to stop the process with exit code 2, so the platform running it notices.
+
+Readiness (`/readyz`) follows the gateway: not ready until the first READY, nor while disconnected. A
+gateway that never connects within `discord.connect_timeout_seconds` stops the process (exit code 1, a
+line saying why), so the platform restarts it instead of keeping a worker that answers nobody.
+
+Every READY (a fresh session: at start-up, or after Discord refused to resume one) starts a catch-up of
+the active threads, so messages sent while nobody listened are answered once.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from bots.discord.commands import FAILED, RESTARTING, LastResortTree, SlashCommands
-from bots.discord.components import Components, tell
+from bots.discord.components import UNKNOWN_BUTTON, Components, tell
 from bots.discord.conversations import DiscordConversations
 from bots.discord.inbound import EVENT_SOURCE, PLATFORM, interaction_event_id
 from bots.discord.invite import invite_url
@@ -45,6 +52,7 @@ from bots.discord.views import parse_custom_id
 from bots.environment import Environment
 from bots.recovery import RecoveryLoop
 from bots.runtime import EXIT_START_FAILED, Runtime
+from core.delivery import Deliveries
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +61,19 @@ DEFAULT_GUILD_READY_TIMEOUT = 2.0
 # start() returns once connected, or after this: the client keeps connecting in the background.
 DEFAULT_READY_TIMEOUT = 30.0
 STOP_TIMEOUT_SECONDS = 2.5
+READINESS = "discord"
+# The gateway never connected: a crash the platform restarts, not a configuration error (exit code 2).
+EXIT_NEVER_CONNECTED = 1
 # While shutting down, how long an interaction is left for another connected instance before this one
 # answers it; Discord allows 3 s for the first answer.
 HANDOFF_SECONDS = 1.0
+# Close codes after which discord.py does not reconnect, in words an operator can act on (Discord's docs).
+FATAL_CLOSE_CODES = {
+    4010: "invalid shard: check DISCORD_SHARD_IDS (each must be below DISCORD_SHARD_COUNT)",
+    4011: "sharding required: set DISCORD_SHARD_COUNT (one shard serves up to 2,500 servers)",
+    4012: "invalid gateway API version: upgrade discord.py",
+    4013: "invalid intents: the intents value is malformed (a bug in this bot)",
+}
 ROUTED_INTERACTIONS = frozenset({discord.InteractionType.component, discord.InteractionType.modal_submit})
 
 
@@ -78,13 +96,18 @@ def point_discord_py_at(env: Environment) -> None:
         DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(env.discord_gateway_url)
 
 
+GATEWAY_ENDED = "the Discord gateway connection ended"
+
+
 def gateway_failure(error: BaseException | None) -> str:
     """Why the gateway connection ended for good, in words an operator can act on."""
     if isinstance(error, discord.PrivilegedIntentsRequired):
         return "Discord refused the Message Content intent: enable it for the bot in the Developer Portal"
     if isinstance(error, discord.ConnectionClosed) and error.code == 4004:
         return "Discord rejected DISCORD_TOKEN: copy the bot token from the Developer Portal"
-    return "the Discord gateway connection ended"
+    if isinstance(error, discord.ConnectionClosed) and error.code in FATAL_CLOSE_CODES:
+        return f"Discord closed the gateway with {error.code}: {FATAL_CLOSE_CODES[error.code]}"
+    return GATEWAY_ENDED
 
 
 def build_client(env: Environment, *, guild_ready_timeout: float) -> discord.Client:
@@ -117,6 +140,7 @@ class DiscordAdapter:
         guild_ready_timeout: float = DEFAULT_GUILD_READY_TIMEOUT,
         ready_timeout: float = DEFAULT_READY_TIMEOUT,
         recovery_age_seconds: float | None = None,
+        delivery_attempts: int | None = None,
     ) -> None:
         self._runtime = runtime
         self._update_interval = update_interval
@@ -125,8 +149,11 @@ class DiscordAdapter:
         # Settings decide; tests may look for unanswered messages sooner than settings allow (at least 1 s).
         recovery = runtime.settings.recovery
         self._recovery_age_seconds = recovery.age_seconds if recovery_age_seconds is None else recovery_age_seconds
+        self._delivery_attempts = delivery_attempts
         self._client: discord.Client | None = None
         self._connection: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[bool]] = set()
         self._recovery: RecoveryLoop | None = None
         self._ready = asyncio.Event()
         self._starting = False
@@ -150,6 +177,7 @@ class DiscordAdapter:
         if not env.discord_token:
             raise ValueError("DISCORD_TOKEN is not set")
         point_discord_py_at(env)
+        self._runtime.readiness.report(READINESS, ready=False, reason="connecting")
         client = self._client = build_client(env, guild_ready_timeout=self._guild_ready_timeout)
         tree = self._wire(client)
         try:
@@ -166,9 +194,14 @@ class DiscordAdapter:
             await self._wait_until_ready(self._connection)
         finally:
             self._starting = False
+        if not self._ready.is_set():
+            self._watchdog = asyncio.create_task(self._give_up_connecting(), name="discord-connect-watchdog")
 
     async def stop(self) -> None:
         self._stopping = True  # the connection ending from here on is expected
+        for task in (self._watchdog, *self._background):
+            if task is not None:
+                task.cancel()
         if self._recovery is not None:
             await self._recovery.stop()
         if self._client is not None:
@@ -184,6 +217,10 @@ class DiscordAdapter:
             service=runtime.service,
             store=runtime.store,
             settings=runtime.settings,
+            deliveries=Deliveries(
+                store=runtime.store, clock=runtime.clock, locks=runtime.locks, settings=runtime.settings
+            ),
+            clock=runtime.clock,
             update_interval=self._update_interval,
         )
         self._conversations = conversations
@@ -199,7 +236,16 @@ class DiscordAdapter:
         )
         for group in commands.groups():
             tree.add_command(group)
-        for handler in (self.on_ready, self.on_message, self.on_raw_message_edit, self.on_interaction):
+        handlers = (
+            self.on_ready,
+            self.on_shard_ready,
+            self.on_resumed,
+            self.on_disconnect,
+            self.on_message,
+            self.on_raw_message_edit,
+            self.on_interaction,
+        )
+        for handler in handlers:
             client.event(handler)
         return tree
 
@@ -212,9 +258,12 @@ class DiscordAdapter:
 
     async def _wait_until_ready(self, connection: asyncio.Task[None]) -> None:
         ready = asyncio.create_task(self._ready.wait())
+        # A SIGTERM while still connecting ends the wait too: the process must stop in time.
+        stopping = asyncio.create_task(self._runtime.shutdown.event.wait())
         done, _ = await asyncio.wait(
-            {connection, ready}, timeout=self._ready_timeout, return_when=asyncio.FIRST_COMPLETED
+            {connection, ready, stopping}, timeout=self._ready_timeout, return_when=asyncio.FIRST_COMPLETED
         )
+        stopping.cancel()
         if ready not in done:
             ready.cancel()
         if connection in done:
@@ -222,6 +271,15 @@ class DiscordAdapter:
             raise RuntimeError(gateway_failure(error)) from error
         if ready not in done:
             log.warning("discord is not ready yet; still connecting in the background")
+
+    async def _give_up_connecting(self) -> None:
+        deadline = self._runtime.settings.discord.connect_timeout_seconds
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), max(0.0, deadline - self._ready_timeout))
+            return
+        reason = f"the Discord gateway did not connect within {deadline:g} s: check DISCORD_GATEWAY_URL and the network"
+        log.error("discord never connected: %s; stopping the process", reason)
+        self._runtime.shutdown.request(f"discord: {reason}", exit_code=EXIT_NEVER_CONNECTED)
 
     def _connection_ended(self, task: asyncio.Task[None]) -> None:
         # discord.py reconnects by itself; its connection ends only when stopped, or when Discord refuses
@@ -232,9 +290,14 @@ class DiscordAdapter:
             return  # start() is waiting for this task and raises its error itself
         error = task.exception()
         reason = gateway_failure(error)
+        exit_code = EXIT_START_FAILED
+        if not self._ready.is_set() and reason == GATEWAY_ENDED:
+            # Never connected, and not refused: the network or the URL. A restart may well help.
+            reason = f"could not connect to the Discord gateway ({type(error).__name__}): check DISCORD_GATEWAY_URL"
+            exit_code = EXIT_NEVER_CONNECTED
         log.error("discord stopped for good: %s; stopping the process", reason, exc_info=error)
         # A process without its Discord connection would look healthy while answering nobody.
-        self._runtime.shutdown.request(f"discord: {reason}", exit_code=EXIT_START_FAILED)
+        self._runtime.shutdown.request(f"discord: {reason}", exit_code=exit_code)
 
     # -- events -----------------------------------------------------------------------------------------
 
@@ -278,18 +341,58 @@ class DiscordAdapter:
     async def on_ready(self) -> None:
         first = not self._ready.is_set()
         self._ready.set()
+        self._runtime.readiness.report(READINESS, ready=True)
         log.info("discord connected", extra={"guilds": len(self.client.guilds)})
-        if first and self._conversations is not None:
+        if self._conversations is None:
+            return
+        conversations = self._conversations
+        self._catch_up()
+        if first:
             # Sweeps start once connected: answers need the channels discord.py learns about at READY.
+            extra: dict[str, Any] = {}
+            if self._delivery_attempts is not None:
+                extra["delivery_attempts"] = self._delivery_attempts
             self._recovery = RecoveryLoop(
                 service=self._runtime.service,
                 work=self._runtime.work,
                 platform=PLATFORM,
-                deliver=self._conversations.deliver_pending,
+                deliver=conversations.deliver_pending,
                 age_seconds=self._recovery_age_seconds,
                 interval_seconds=self._runtime.settings.recovery.interval_seconds,
+                deliveries=conversations.deliveries,
+                redeliver=conversations.redeliver,
+                give_up=conversations.tell_undelivered,
+                **extra,
             )
             self._recovery.start()
+
+    def _catch_up(self) -> None:
+        """A fresh session (start-up, or one Discord would not resume): what was sent meanwhile was never
+        delivered to us, so read it from the threads' history, in the background."""
+        conversations = self._conversations
+        if conversations is None:
+            return
+
+        async def catch_up() -> None:
+            await conversations.catch_up()
+
+        task = asyncio.create_task(self._guarded("catch-up", catch_up), name="discord-catch-up")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def on_shard_ready(self, shard_id: int) -> None:
+        # With shards, one shard's fresh session is only a shard_ready (ready comes once, for all of them).
+        if self._ready.is_set():
+            self._catch_up()
+
+    async def on_resumed(self) -> None:
+        self._runtime.readiness.report(READINESS, ready=True)
+
+    async def on_disconnect(self) -> None:
+        if not self._stopping:
+            # discord.py says so on every failed attempt too: until the first READY it is still connecting.
+            reason = "gateway disconnected" if self._ready.is_set() else "connecting"
+            self._runtime.readiness.report(READINESS, ready=False, reason=reason)
 
     async def on_message(self, message: discord.Message) -> None:
         if self._conversations is not None:
@@ -307,7 +410,13 @@ class DiscordAdapter:
             return
         data = cast("Mapping[str, object]", interaction.data or {})
         action = parse_custom_id(str(data.get("custom_id", "")))
-        if action is None or not await self._admit(interaction):
+        if not await self._admit(interaction):
+            return
+        if action is None:
+            # Discord sends a bot only clicks on its own messages: a button of an older version, say. Any
+            # answer beats Discord's "This interaction failed".
+            with contextlib.suppress(discord.HTTPException):
+                await tell(interaction, UNKNOWN_BUTTON)
             return
         components = self._components
         if not await self._guarded("interaction", lambda: components.handle(interaction, action)):

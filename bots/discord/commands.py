@@ -245,8 +245,15 @@ class SlashCommands:
             await tell(interaction, "This conversation has already ended.")
             return
         ended = action.conversation
-        locked = await self._conversations.announce_ending(thread, ended, self._service.notice_for(ended))
-        await tell(interaction, ended_answer(ended.id, thread.mention, locked=locked))
+        closing = await self._conversations.announce_ending(thread, ended, self._service.notice_for(ended))
+        answer = ended_answer(
+            ended.id,
+            thread.mention,
+            locked=closing.locked,
+            why=closing.why_not_locked,
+            notice_shown=closing.notice_shown,
+        )
+        await tell(interaction, answer)
 
     async def reopen(self, interaction: Interaction, option: str | None) -> None:
         thread = await self._thread(interaction, option)

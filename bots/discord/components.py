@@ -59,6 +59,10 @@ async def tell(interaction: Interaction, text: str) -> None:
         await interaction.response.send_message(text, ephemeral=True, allowed_mentions=quiet())
 
 
+NO_SUCH_CONVERSATION = "That conversation no longer exists, so there is nothing to give feedback on."
+UNKNOWN_BUTTON = "This button no longer does anything. Mention me to start a new conversation."
+
+
 class Components:
     def __init__(self, *, service: ConversationService, store: DiscordStore, conversations: DiscordConversations):
         self._service = service
@@ -107,6 +111,10 @@ class Components:
 
     async def _feedback(self, interaction: Interaction, conversation_id: int, helpful: bool) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
+        if await self._service.get_conversation(conversation_id) is None:
+            # A button naming no conversation (deleted, forgotten, or made up): nothing to thank for.
+            await tell(interaction, NO_SUCH_CONVERSATION)
+            return
         recorded = await self._service.record_feedback(
             conversation_id=conversation_id, actor_id=str(interaction.user.id), helpful=helpful
         )

@@ -16,6 +16,15 @@ says why it is not locked (once per server and process, not in every thread).
 
 A reply cut short by a shutdown leaves a note instead of half an answer; its message stays stored and
 unanswered, so another instance (or this one, restarted) answers it.
+
+An answer counts once Discord accepted it (`Deliveries.delivered`): a post that fails beyond discord.py's
+retries leaves the message pending, and the recovery loop posts the stored answer again (`redeliver`), or, in
+the end, tells the person plainly that it could not (`tell_undelivered`). An ending is state and notice: the
+notice is posted whatever happens to the lock; a lock that fails is reported once per server.
+
+Before the model is called, the bot checks that it can post where the answer goes: without Send Messages in
+Threads it calls nothing and tells the moderators once per server. After a fresh gateway session (and at
+start-up), `catch_up` reads the history of active threads for messages nobody saw and answers them, once.
 """
 
 from __future__ import annotations
@@ -24,11 +33,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Final, Protocol
 
 import discord
 
+from bots.discord.content import ONLY_TEXT, readable_text
 from bots.discord.inbound import (
     EVENT_SOURCE,
     PLATFORM,
@@ -52,11 +63,15 @@ from bots.discord.render import (
     CANNOT_LOCK,
     DM_BRANCH_NOTE,
     INTERRUPTED,
+    MISSING_MANAGE_THREADS,
     NO_THREAD_PERMISSION,
     REOPENED,
+    UNDELIVERED,
     already_ended_post,
     branch_starter,
+    cannot_post_note,
     fresh_starter,
+    lock_failed_note,
     notice_post,
     plain_notice,
     render_outcome,
@@ -64,9 +79,11 @@ from bots.discord.render import (
     thread_title,
 )
 from bots.discord.replies import DEFAULT_UPDATE_INTERVAL, StreamedReply, send_post, send_text
-from core.domain import Conversation, StoredMessage, ThreadKey
+from core.delivery import Deliveries
+from core.domain import ActiveThread, Conversation, StoredMessage, ThreadKey
 from core.outcomes import AlreadyEnded, Ended, EndingNotice, Ignored, NotAllowed, Outcome, Rejected
-from core.service import BranchSource, ConversationService, InboundMessage
+from core.ports import Clock
+from core.service import BranchSource, ConversationService, InboundMessage, Received
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -85,6 +102,24 @@ class DiscordStore(Protocol):
     async def claim_event(self, *, source: str, event_id: str) -> bool: ...
     async def get_conversation(self, conversation_id: int) -> Conversation | None: ...
     async def recent_endings(self, *, limit: int) -> list[Conversation]: ...
+    async def active_threads(self, *, platform: str, since: datetime, limit: int) -> list[ActiveThread]: ...
+
+
+class NoticeNotShownError(Exception):
+    """Neither the ending notice nor its plain-text fallback reached Discord."""
+
+
+class CannotPostError(Exception):
+    """The bot may not post where the answer goes (a missing permission)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Closing:
+    """What an ending did on Discord: whether the thread is locked (and why not), whether people saw it."""
+
+    locked: bool
+    notice_shown: bool
+    why_not_locked: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,15 +162,27 @@ class DiscordConversations:
         service: ConversationService,
         store: DiscordStore,
         settings: Settings,
+        deliveries: Deliveries,
+        clock: Clock,
         update_interval: float = DEFAULT_UPDATE_INTERVAL,
     ) -> None:
         self._client = client
         self._service = service
         self._store = store
         self._settings = settings
+        self._deliveries = deliveries
+        self._clock = clock
         self._update_interval = update_interval
         # Servers whose moderators were told that the bot cannot lock threads there.
         self._told_cannot_lock: set[int] = set()
+        # Servers whose moderators were told something else, by what: once per server and process.
+        self._told_moderators: set[tuple[int, str]] = set()
+        # Conversations whose answer this process is posting right now: recovery leaves them alone.
+        self._showing: set[int] = set()
+
+    @property
+    def deliveries(self) -> Deliveries:
+        return self._deliveries
 
     @property
     def _bot_id(self) -> int:
@@ -149,7 +196,7 @@ class DiscordConversations:
     # -- messages -------------------------------------------------------------------------------------
 
     async def on_message(self, message: discord.Message) -> None:
-        if not is_from_person(message):
+        if not self._answerable(message):
             return
         channel = message.channel
         if isinstance(channel, discord.PartialMessageable) and message.guild is not None:
@@ -163,11 +210,26 @@ class DiscordConversations:
         elif isinstance(channel, discord.TextChannel) and mentions_bot(message, self._bot_id):
             await self._mention_in_channel(message, channel)
 
+    def _answerable(self, message: discord.Message) -> bool:
+        """A person's message; webhook posts (bridges, feeds) only if configured, since nobody is there."""
+        if message.webhook_id is not None and not self._settings.discord.answer_webhooks:
+            return False
+        return is_from_person(message)
+
+    async def _inbound(self, message: discord.Message, route: Route) -> tuple[InboundMessage, bool]:
+        """The core's input, with attachments, forwards and embeds as text; and whether something in it
+        could not be read."""
+        readable = await readable_text(
+            message, self._bot_id, max_attachment_bytes=self._settings.discord.max_attachment_bytes
+        )
+        return replace(inbound(message, route, self._bot_id), text=readable.text), readable.unreadable
+
     async def _dm_message(self, message: discord.Message, channel: discord.DMChannel) -> None:
         latest = await self._service.latest_conversation(platform=PLATFORM, place=dm_place(message.author.id))
         route = Route(dm_key(message.author.id, dm_number(latest)), may_start=True, budget_scope=None)
         if await self._claim(message_event_id(message.id)):
-            await self._answer(Place(channel, route.key), inbound(message, route, self._bot_id), message)
+            taken, unreadable = await self._inbound(message, route)
+            await self._answer(Place(channel, route.key), taken, message, unreadable=unreadable)
 
     async def _thread_message(self, message: discord.Message, thread: discord.Thread) -> None:
         route = Route(thread_key(thread), mentions_bot(message, self._bot_id), str(thread.parent_id))
@@ -175,7 +237,8 @@ class DiscordConversations:
         if not route.may_start and await self._service.find_conversation(route.key) is None:
             return
         if await self._claim(message_event_id(message.id)):
-            await self._answer(Place(thread, route.key), inbound(message, route, self._bot_id), message)
+            taken, unreadable = await self._inbound(message, route)
+            await self._answer(Place(thread, route.key), taken, message, unreadable=unreadable)
 
     async def _mention_in_channel(self, message: discord.Message, channel: discord.TextChannel) -> None:
         if not await self._claim(message_event_id(message.id)):
@@ -188,17 +251,99 @@ class DiscordConversations:
             await send_post(channel, short_post(NO_THREAD_PERMISSION), reference=message)
             return
         route = Route(key_in_channel(channel.id, thread.id), may_start=True, budget_scope=str(channel.id))
-        await self._answer(Place(thread, route.key), inbound(message, route, self._bot_id), message)
+        taken, unreadable = await self._inbound(message, route)
+        await self._answer(Place(thread, route.key), taken, message, unreadable=unreadable)
 
     # -- answering ----------------------------------------------------------------------------------------
 
     def _writer(self, place: Place) -> StreamedReply:
         return StreamedReply(place.channel, min_interval=self._update_interval)
 
-    async def _answer(self, place: Place, message: InboundMessage, original: discord.Message | None) -> None:
+    async def _answer(
+        self, place: Place, message: InboundMessage, original: discord.Message | None, *, unreadable: bool = False
+    ) -> None:
+        if not await self._can_post(place):
+            return  # nothing reaches the model that could not be shown
+        received = await self._service.receive(message)
         writer = self._writer(place)
-        outcome = await _answering(writer, self._service.handle_message(message, writer.on_text))
-        await self._show(place, writer, outcome, original)
+        if not isinstance(received, Received):
+            if unreadable and isinstance(received, Rejected) and received.reason == "empty":
+                received = Rejected("unreadable", ONLY_TEXT)
+            await self._show(place, writer, received, original)
+            return
+        outcome = await _answering(writer, self._service.answer_received(received, writer.on_text))
+        await self._deliver(place, writer, outcome, received.message.seq, original)
+
+    async def _deliver(
+        self,
+        place: Place,
+        writer: StreamedReply,
+        outcome: Outcome,
+        trigger_seq: int | None,
+        original: discord.Message | None = None,
+    ) -> None:
+        """Show an outcome and count its answer delivered once Discord took it. If Discord fails it beyond
+        discord.py's retries, what was posted of it is taken back (where that still works) and the message
+        stays pending: the recovery loop posts the stored answer again."""
+        conversation = _conversation_of(outcome)
+        if conversation is None or isinstance(outcome, Ignored):
+            await self._show(place, writer, outcome, original)
+            return  # nothing stored to deliver (or answered together with an earlier message, shown there)
+        self._showing.add(conversation.id)
+        try:
+            await self._show(place, writer, outcome, original)
+        except (discord.HTTPException, NoticeNotShownError) as exc:
+            log.warning(
+                "discord answer not delivered; recovery will post it again",
+                extra={"conversation": conversation.id, "error": type(exc).__name__},
+            )
+            with contextlib.suppress(Exception):
+                await writer.withdraw()
+            return
+        finally:
+            self._showing.discard(conversation.id)
+        await self._deliveries.delivered(conversation_id=conversation.id, trigger_seq=trigger_seq)
+
+    # -- permissions --------------------------------------------------------------------------------------
+
+    async def _can_post(self, place: Place) -> bool:
+        """Whether the bot may post where the answer goes; if not, the moderators hear it once per server."""
+        thread = place.channel if isinstance(place.channel, discord.Thread) else None
+        if thread is None:
+            return True  # a DM: Discord refuses only if the person blocks the bot, which no permission fixes
+        me = thread.guild.me
+        perms = thread.permissions_for(me)
+        missing = [
+            name
+            for name, granted in (
+                ("View Channels", perms.view_channel),
+                ("Send Messages in Threads", perms.send_messages_in_threads),
+            )
+            if not granted
+        ]
+        if not missing:
+            return True
+        log.warning("cannot post in a thread: missing permissions", extra={"thread_id": thread.id, "missing": missing})
+        await self._tell_moderators(thread, "cannot_post", cannot_post_note(thread.mention, missing))
+        return False
+
+    async def _tell_moderators(self, thread: discord.Thread, what: str, text: str) -> None:
+        """Once per server and kind: where moderators read (the community updates channel, else the system
+        channel, else the thread's parent), whichever the bot may post in; the log says it either way."""
+        told = (thread.guild.id, what)
+        if told in self._told_moderators:
+            return
+        self._told_moderators.add(told)
+        guild = thread.guild
+        me = guild.me
+        for channel in (guild.public_updates_channel, guild.system_channel, thread.parent):
+            if isinstance(channel, discord.TextChannel) and channel.permissions_for(me).send_messages:
+                try:
+                    await send_text(channel, text)
+                    return
+                except discord.HTTPException as exc:
+                    log.warning("cannot tell the moderators", extra={"channel": channel.id, "code": exc.code})
+        log.error("moderators could not be told in Discord", extra={"guild": guild.id, "what": what})
 
     async def _show(
         self, place: Place, writer: StreamedReply, outcome: Outcome, original: discord.Message | None = None
@@ -208,7 +353,9 @@ class DiscordConversations:
             return
         posts = render_outcome(outcome, in_dm=place.in_dm)
         if isinstance(outcome, Ended):
-            await self._close(place.channel, lambda: writer.finish(posts), outcome.notice)
+            closing = await self._close(place.channel, lambda: writer.finish(posts), outcome.notice)
+            if not closing.notice_shown:
+                raise NoticeNotShownError
             return
         await writer.finish(posts)
 
@@ -236,46 +383,56 @@ class DiscordConversations:
 
     async def announce_ending(
         self, channel: discord.abc.Messageable, conversation: Conversation, notice: EndingNotice
-    ) -> bool:
-        """Lock, notice, archive (see the module docstring). False if a thread could not be locked."""
+    ) -> Closing:
+        """Lock, notice, archive (see the module docstring): what happened, for a moderator to be told."""
         post = notice_post(conversation.id, notice, in_dm=is_dm_place(conversation.key.place))
         return await self._close(channel, lambda: send_post(channel, post), notice)
 
     async def _close(
         self, channel: discord.abc.Messageable, show_notice: Callable[[], Awaitable[object]], notice: EndingNotice
-    ) -> bool:
+    ) -> Closing:
         # A DM cannot be locked: the core answers nothing there until a new conversation.
         thread = channel if isinstance(channel, discord.Thread) else None
-        locked = thread is None or await self._lock(thread)
-        await self._post_notice(channel, show_notice, notice)
-        if thread is not None and not locked:
+        why_not = "" if thread is None else await self._lock(thread)
+        # Whatever happened to the lock: the ending is the state and this notice; the bot keeps it closed.
+        shown = await self._post_notice(channel, show_notice, notice)
+        if thread is not None and why_not == MISSING_MANAGE_THREADS:
             await self._tell_cannot_lock(thread)
+        elif thread is not None and why_not:
+            await self._tell_moderators(thread, "lock_failed", lock_failed_note(thread.mention, why_not))
         elif thread is not None and self._settings.discord.archive_on_end:
             await self._archive(thread)
-        return locked
+        return Closing(locked=not why_not, notice_shown=shown, why_not_locked=why_not)
 
-    async def _lock(self, thread: discord.Thread) -> bool:
+    async def _lock(self, thread: discord.Thread) -> str:
+        """Lock the thread; "" when it is locked, else why not (in words for moderators)."""
         try:
             # Unarchived too: a thread Discord archived after a week of quiet takes no posts, not even ours.
             await thread.edit(locked=True, archived=False)
-        except discord.Forbidden as exc:
-            if exc.code != MISSING_PERMISSIONS:
-                raise
-            log.warning("cannot lock an ended thread: missing Manage Threads", extra={"thread_id": thread.id})
-            return False
-        return True
+        except discord.HTTPException as exc:
+            if isinstance(exc, discord.Forbidden) and exc.code == MISSING_PERMISSIONS:
+                log.warning("cannot lock an ended thread: missing Manage Threads", extra={"thread_id": thread.id})
+                return MISSING_MANAGE_THREADS
+            log.warning(
+                "cannot lock an ended thread", extra={"thread_id": thread.id, "status": exc.status, "code": exc.code}
+            )
+            return f"Discord answered {exc.status}" + (f" (error {exc.code})" if exc.code else "")
+        return ""
 
     @staticmethod
     async def _post_notice(
         channel: discord.abc.Messageable, show_notice: Callable[[], Awaitable[object]], notice: EndingNotice
-    ) -> None:
+    ) -> bool:
         try:
             await show_notice()
         except discord.HTTPException as exc:
             # People must learn that it ended: the same news without embed and buttons, if that goes through.
             log.warning("discord ending notice failed", extra={"status": exc.status, "code": exc.code})
-            with contextlib.suppress(discord.HTTPException):
+            try:
                 await send_text(channel, plain_notice(notice))
+            except discord.HTTPException:
+                return False
+        return True
 
     async def _tell_cannot_lock(self, thread: discord.Thread) -> None:
         """Once per server: every thread repeating it would only add noise."""
@@ -419,7 +576,8 @@ class DiscordConversations:
         branching = self._service.branch(
             source, key=place.key, new_text=new_text, author_name=editor.display_name, on_text=writer.on_text
         )
-        await self._show(place, writer, await _answering(writer, branching))
+        # A new conversation: this answer is the only one in it, so it covers every message there.
+        await self._deliver(place, writer, await _answering(writer, branching), None)
 
     # -- recovery ---------------------------------------------------------------------------------------
 
@@ -429,10 +587,111 @@ class DiscordConversations:
         if conversation is None:
             return
         place = Place(await self._channel_of(conversation.key), conversation.key)
+        if not await self._can_post(place):
+            return
         writer = self._writer(place)
         outcome = await _answering(writer, self._service.answer_pending(message, writer.on_text))
-        if not isinstance(outcome, AlreadyEnded):  # nobody is waiting for a note about a post this old
-            await self._show(place, writer, outcome)
+        if isinstance(outcome, AlreadyEnded):  # nobody is waiting for a note about a post this old
+            await self._deliveries.delivered(conversation_id=conversation.id, trigger_seq=message.seq)
+            return
+        await self._deliver(place, writer, outcome, message.seq)
+
+    async def redeliver(self, message: StoredMessage) -> None:
+        """Post the stored answer to a message whose answer Discord never accepted (raises if it fails again)."""
+        if message.conversation_id in self._showing:
+            return  # its first attempt is still going (discord.py retrying): not a second copy
+        conversation = await self._store.get_conversation(message.conversation_id)
+        if conversation is None:
+            return
+        place = Place(await self._channel_of(conversation.key), conversation.key)
+
+        async def show(outcome: Outcome | None) -> None:
+            if outcome is None:
+                return  # nothing was stored to show (the model was unavailable or refused)
+            if not await self._can_post(place):
+                raise CannotPostError
+            writer = self._writer(place)
+            try:
+                await self._show(place, writer, outcome)
+            except Exception:
+                with contextlib.suppress(Exception):
+                    await writer.withdraw()
+                raise
+
+        if await self._deliveries.redeliver(message, show):
+            log.info("delivered a stored answer", extra={"conversation": conversation.id})
+
+    async def tell_undelivered(self, message: StoredMessage) -> None:
+        """After giving up on posting an answer: tell its author plainly, in the thread or else by DM."""
+        conversation = await self._store.get_conversation(message.conversation_id)
+        if conversation is None:
+            return
+
+        async def show(_: Outcome | None) -> None:
+            try:
+                await send_text(await self._channel_of(conversation.key), UNDELIVERED)
+            except (discord.HTTPException, TypeError):
+                if message.author_id is None or not message.author_id.isdigit():
+                    raise
+                await send_text(await self._dm_channel(int(message.author_id)), UNDELIVERED)
+
+        await self._deliveries.redeliver(message, show)
+
+    # -- catching up ------------------------------------------------------------------------------------
+
+    async def catch_up(self) -> int:
+        """Answer what people wrote in active threads while no session was listening (a session Discord
+        would not resume, a restart): their history after the last stored message, once each."""
+        settings = self._settings.discord
+        if not settings.catch_up_threads:
+            return 0
+        since = self._clock.now() - timedelta(hours=settings.catch_up_hours)
+        answered = 0
+        for active in await self._store.active_threads(platform=PLATFORM, since=since, limit=settings.catch_up_threads):
+            if is_dm_place(active.conversation.key.place):
+                continue  # DMs are one channel for many conversations; people there write again
+            try:
+                answered += await self._catch_up_thread(active)
+            except discord.HTTPException as exc:
+                log.warning("catching up on a thread failed", extra={"status": exc.status, "code": exc.code})
+        if answered:
+            log.info("answered messages sent while disconnected", extra={"count": answered})
+        return answered
+
+    async def _catch_up_thread(self, active: ActiveThread) -> int:
+        key = active.conversation.key
+        thread = self._client.get_channel(int(key.thread)) or await self._client.fetch_channel(int(key.thread))
+        if not isinstance(thread, discord.Thread) or thread.archived:
+            return 0
+        last = active.last_platform_message_id
+        after = discord.Object(int(last) if last and last.isdigit() else int(key.thread))
+        missed = [
+            m
+            async for m in thread.history(
+                after=after, limit=self._settings.discord.catch_up_messages, oldest_first=True
+            )
+            if self._answerable(m)
+        ]
+        if not missed or not await self._can_post(Place(thread, key)):
+            return 0
+        route = Route(key, may_start=False, budget_scope=str(thread.parent_id))
+        newest: tuple[Received, discord.Message] | None = None
+        for message in missed:
+            if not await self._claim(message_event_id(message.id)):
+                continue  # seen live, or by another instance
+            taken, _ = await self._inbound(message, route)
+            received = await self._service.receive(taken)
+            if isinstance(received, Received):
+                newest = (received, message)
+        if newest is None:
+            return 0
+        # One answer for everything missed: the core answers all of a thread's pending messages together.
+        received, original = newest
+        place = Place(thread, key)
+        writer = self._writer(place)
+        outcome = await _answering(writer, self._service.answer_received(received, writer.on_text))
+        await self._deliver(place, writer, outcome, received.message.seq, original)
+        return 1
 
     async def _channel_of(self, key: ThreadKey) -> discord.abc.Messageable:
         if is_dm_place(key.place):
@@ -441,6 +700,12 @@ class DiscordConversations:
         if not isinstance(channel, discord.abc.Messageable):
             raise TypeError(f"channel {key.thread} takes no messages")
         return channel
+
+
+def _conversation_of(outcome: Outcome) -> Conversation | None:
+    if isinstance(outcome, Rejected | Ignored):
+        return None
+    return outcome.conversation
 
 
 async def _answering(writer: StreamedReply, answer: Awaitable[Outcome]) -> Outcome:

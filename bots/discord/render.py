@@ -48,6 +48,7 @@ THREAD_NAME_LIMIT = 100
 THREAD_TITLE_TARGET = 60
 CODE_FENCE = "```"
 FENCE_ROOM = 2 * (len(CODE_FENCE) + 1)  # a closing fence at the end of a piece, a reopening one after
+MAX_FENCE_LANGUAGE = 20  # a reopening fence repeats the block's language tag (```python), up to this long
 ELLIPSIS = "…"
 EMPTY_REPLY = ELLIPSIS
 DEFAULT_THREAD_TITLE = "Conversation with Claude"
@@ -90,6 +91,32 @@ CANNOT_LOCK = (
 MISSING_MANAGE_THREADS = "I am missing the **Manage Threads** permission"
 # Replaces a half-written draft when a shutdown cuts the answer short; the message is answered again later.
 INTERRUPTED = "_This answer was interrupted by a restart. It will be answered again shortly._"
+# After giving up on posting an answer (Discord kept failing it): said once, plainly.
+UNDELIVERED = (
+    "⚠️ I answered your last message here, but Discord would not take the answer, so it is lost. "
+    "Please send your message again."
+)
+
+
+def cannot_post_note(thread_mention: str, missing: list[str]) -> str:
+    """For moderators, once per server: the bot answers nothing where it may not post."""
+    names = " and ".join(f"**{name}**" for name in missing)
+    return (
+        f"⚠️ I cannot answer in {thread_mention}: I am missing the {names} permission there, so I do not "
+        "answer (and do not ask Claude) in threads like it. Moderators: grant it to me in this channel "
+        "(I say this once per server)."
+    )
+
+
+def lock_failed_note(thread_mention: str, why: str) -> str:
+    """For moderators, once per server: an ended thread stays open, though the bot keeps it closed."""
+    return (
+        f"⚠️ A conversation ended in {thread_mention}, but I could not lock the thread ({why}). The notice is "
+        "posted and I will not answer there, but members can still post. Moderators: check my Manage Threads "
+        "and View Channel permissions (I say this once per server)."
+    )
+
+
 NO_THREAD_PERMISSION = (
     "I cannot start a conversation here: I need the **Create Public Threads** permission in this channel."
 )
@@ -122,21 +149,31 @@ def _cut_point(text: str, fit: int) -> int:
     return fit
 
 
+def _open_fence_language(piece: str) -> str:
+    """The language tag of the fence `piece` leaves open (its last fence opens a block): ```py -> "py"."""
+    after = piece[piece.rfind(CODE_FENCE) + len(CODE_FENCE) :]
+    tag = after.split("\n", 1)[0].strip()
+    return tag if len(tag) <= MAX_FENCE_LANGUAGE and all(c.isalnum() or c in "+#.-_" for c in tag) else ""
+
+
 def split_text(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
-    """Cut text into pieces of at most `limit` characters, keeping ``` code fences balanced."""
-    if limit <= FENCE_ROOM:
-        raise ValueError(f"limit must be more than {FENCE_ROOM} characters")
-    budget = limit - FENCE_ROOM
+    """Cut text into pieces of at most `limit` characters, keeping ``` code fences balanced; a block
+    continued in the next piece reopens with its language tag, so it keeps its highlighting."""
+    if limit <= FENCE_ROOM + MAX_FENCE_LANGUAGE:
+        raise ValueError(f"limit must be more than {FENCE_ROOM + MAX_FENCE_LANGUAGE} characters")
     pieces: list[str] = []
     rest = text.strip()
     reopen = False
+    language = ""
     while rest:
         if reopen:
-            rest = f"{CODE_FENCE}\n{rest}"
+            rest = f"{CODE_FENCE}{language}\n{rest}"
+        budget = limit - FENCE_ROOM - MAX_FENCE_LANGUAGE
         cut = len(rest) if len(rest) <= budget else _cut_point(rest, budget)
         piece, rest = rest[:cut].rstrip(), rest[cut:].lstrip("\n ")
         reopen = piece.count(CODE_FENCE) % 2 == 1 and bool(rest)
         if reopen:
+            language = _open_fence_language(piece)
             piece += f"\n{CODE_FENCE}"
         if piece.strip():
             pieces.append(piece)
@@ -329,14 +366,22 @@ def held_text(action: ModeratorAction) -> str:
     return HELD[action.held or "stale"].format(id=action.conversation.id, categories=categories)
 
 
-def ended_answer(conversation_id: int, thread_mention: str, *, locked: bool) -> str:
-    """What a moderator is told after ending a conversation: whether the thread really is locked."""
+def ended_answer(
+    conversation_id: int, thread_mention: str, *, locked: bool, why: str = "", notice_shown: bool = True
+) -> str:
+    """What a moderator is told after ending a conversation: exactly what happened on Discord."""
+    unseen = "" if notice_shown else " Discord refused the ending notice, so the thread does not show it yet."
     if locked:
-        return f"Ended conversation #{conversation_id} and locked {thread_mention}."
+        return f"Ended conversation #{conversation_id} and locked {thread_mention}.{unseen}"
+    if not why or why == MISSING_MANAGE_THREADS:
+        return (
+            f"Ended conversation #{conversation_id}, but I could not lock {thread_mention}: "
+            f"{MISSING_MANAGE_THREADS}. Members can still post there; I will not answer them. "
+            f"Grant me Manage Threads so ended threads are locked.{unseen}"
+        )
     return (
-        f"Ended conversation #{conversation_id}, but I could not lock {thread_mention}: "
-        f"{MISSING_MANAGE_THREADS}. Members can still post there; I will not answer them. "
-        "Grant me Manage Threads so ended threads are locked."
+        f"Ended conversation #{conversation_id}, but I could not lock {thread_mention}: {why}. Members can "
+        f"still post there; I will not answer them.{unseen}"
     )
 
 

@@ -7,6 +7,7 @@ through 429s and retries 5xx itself, so a rate limit delays a message instead of
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -79,6 +80,7 @@ class StreamedReply:
     ) -> None:
         self._channel = channel
         self._draft: discord.Message | None = None
+        self._sent: list[discord.Message] = []  # the final messages posted so far
         self._shown = ""
         self._pacer = DraftPacer(
             self._push, has_draft=lambda: self._draft is not None, min_interval=min_interval, clock=clock
@@ -116,7 +118,7 @@ class StreamedReply:
     async def finish(self, posts: Sequence[DiscordPost]) -> list[discord.Message]:
         await self._pacer.settle()
         remaining = list(posts)
-        sent: list[discord.Message] = []
+        sent = self._sent = []
         if self._draft is not None:
             if remaining:
                 sent.append(await replace_post(self._draft, remaining.pop(0)))
@@ -127,3 +129,13 @@ class StreamedReply:
         for post in remaining:
             sent.append(await send_post(self._channel, post))
         return sent
+
+    async def withdraw(self) -> None:
+        """The answer did not get through whole: take back what of it was posted (best effort; in an outage
+        this fails too), so that posting it again later does not show part of it twice."""
+        await self._pacer.settle()
+        for message in [*([self._draft] if self._draft is not None else []), *self._sent]:
+            with contextlib.suppress(discord.HTTPException):
+                await message.delete()
+        self._draft = None
+        self._sent = []

@@ -57,6 +57,7 @@ from bots.slack.render import (
 from bots.slack.replies import DEFAULT_UPDATE_INTERVAL
 from bots.slack.users import UserNames
 from bots.slack.votes import answer_vote
+from core.delivery import Deliveries
 from core.outcomes import Outcome
 from core.service import Received
 from core.work_tracker import ShuttingDownError
@@ -130,6 +131,9 @@ class SlackAdapter:
             name="lastresort",
         )
         service = runtime.service
+        deliveries = Deliveries(
+            store=runtime.store, clock=runtime.clock, locks=runtime.locks, settings=runtime.settings
+        )
         moderators = SlackModerators(self._client, runtime.settings.moderators)
         self._conversations = SlackConversations(
             self._client,
@@ -137,6 +141,7 @@ class SlackAdapter:
             store=runtime.store,
             names=UserNames(self._client),
             update_interval=update_interval,
+            deliveries=deliveries,
         )
         self._buttons = SlackButtons(self._client, service=service, conversations=self._conversations)
         self._commands = SlashCommands(self._client, service=service, moderators=moderators)
@@ -149,6 +154,9 @@ class SlackAdapter:
             deliver=self._conversations.answer_unanswered,
             age_seconds=runtime.settings.recovery.age_seconds,
             interval_seconds=runtime.settings.recovery.interval_seconds,
+            deliveries=deliveries,
+            redeliver=self._conversations.redeliver,
+            give_up=self._conversations.tell_undelivered,
         )
         self._socket: SocketConnection | None = None
         self._installation = Installation(app_id=runtime.env.slack_app_id)

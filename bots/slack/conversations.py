@@ -16,6 +16,7 @@ from bots.slack.render import branch_starter, fresh_starter, render_outcome, sho
 from bots.slack.replies import DEFAULT_UPDATE_INTERVAL, post, post_ephemeral
 from bots.slack.streaming import StreamedReply
 from bots.slack.users import UserNames
+from core.delivery import Deliveries
 from core.domain import Conversation, StoredMessage, ThreadKey
 from core.outcomes import AlreadyEnded, Ignored, NotAllowed, Outcome, Rejected
 from core.service import ConversationService, InboundMessage, Received
@@ -28,6 +29,9 @@ EVENT_SOURCE = "slack"
 NOTE_SOURCE = "slack-note"
 # The name goes into the stored message, and storing happens before Slack's 3 s acknowledgement deadline.
 NAME_BUDGET_SECONDS = 0.5
+UNDELIVERED = (
+    "I answered your last message here, but Slack would not take the answer, so it is lost. Please send it again."
+)
 INTERRUPTED = "_This answer was interrupted by a restart. It will be answered again in a moment._"
 
 
@@ -46,8 +50,11 @@ class SlackConversations:
         store: SlackStore,
         names: UserNames,
         update_interval: float = DEFAULT_UPDATE_INTERVAL,
+        deliveries: Deliveries | None = None,
     ) -> None:
         self._client = client
+        # An answer counts once Slack took it; without this (tests of other parts), nothing is re-posted.
+        self._deliveries = deliveries
         self._service = service
         self._store = store
         self._names = names
@@ -151,6 +158,34 @@ class SlackConversations:
             raise
         await writer.finish(render_outcome(outcome))
         await keeper.done()
+        if self._deliveries is not None and not isinstance(outcome, Ignored):
+            await self._deliveries.delivered(conversation_id=conversation.id, trigger_seq=message.seq)
+
+    async def redeliver(self, message: StoredMessage) -> None:
+        """Post the stored answer to a message whose answer Slack never took (raises if it fails again)."""
+        conversation = await self._service.get_conversation(message.conversation_id)
+        if self._deliveries is None or conversation is None or conversation.key.platform != PLATFORM:
+            return
+        key = conversation.key
+
+        async def show(outcome: Outcome | None) -> None:
+            if outcome is not None:
+                writer = self._writer(channel=key.place, thread_ts=key.thread, user=message.author_id or "")
+                await writer.finish(render_outcome(outcome))
+
+        await self._deliveries.redeliver(message, show)
+
+    async def tell_undelivered(self, message: StoredMessage) -> None:
+        """After giving up on posting an answer: say so plainly, once, in its thread."""
+        conversation = await self._service.get_conversation(message.conversation_id)
+        if self._deliveries is None or conversation is None:
+            return
+        key = conversation.key
+
+        async def show(_: Outcome | None) -> None:
+            await post(self._client, channel=key.place, post=short_notice(UNDELIVERED), thread_ts=key.thread)
+
+        await self._deliveries.redeliver(message, show)
 
     async def _remove_draft(self, writer: StreamedReply, channel: str) -> None:
         try:
@@ -196,6 +231,9 @@ class SlackConversations:
             await post_ephemeral(self._client, channel=edit.channel, user=edit.user, post=short_notice(outcome.text))
             return
         await writer.finish(render_outcome(outcome))
+        if self._deliveries is not None and not isinstance(outcome, Ignored):
+            # A new conversation: this answer is the only one in it.
+            await self._deliveries.delivered(conversation_id=outcome.conversation.id)
 
     async def _permalink(self, edit: SlackEdit) -> str | None:
         try:

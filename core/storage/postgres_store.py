@@ -24,6 +24,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from core.domain import (
+    ActiveThread,
     AuditEvent,
     Conversation,
     Draft,
@@ -117,6 +118,15 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             """CREATE TABLE author_risk (
                 platform TEXT NOT NULL, author_id TEXT NOT NULL, categories TEXT NOT NULL,
                 last_signal_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (platform, author_id))""",
+        ),
+    ),
+    (
+        3,
+        (
+            # An answer counts once the platform accepted it: until then its user message stays pending for
+            # recovery (answered, not delivered). Existing rows were delivered, as far as anyone can tell.
+            "ALTER TABLE messages ADD COLUMN delivered BOOLEAN NOT NULL DEFAULT TRUE",
+            "CREATE INDEX messages_undelivered ON messages (created_at) WHERE NOT delivered",
         ),
     ),
     (
@@ -541,9 +551,9 @@ class PostgresStore:
     async def _insert_message(self, conn: Connection, message: NewMessage) -> asyncpg.Record | None:
         return await conn.fetchrow(
             """INSERT INTO messages (conversation_id, seq, role, blocks, author_id, author_name, platform,
-                   platform_message_id, answered, created_at)
+                   platform_message_id, answered, created_at, delivered)
                SELECT c.id, COALESCE((SELECT MAX(m.seq) FROM messages m WHERE m.conversation_id = c.id), 0) + 1,
-                   $2, $3, $4, $5, c.platform, $6, $7, $8
+                   $2, $3, $4, $5, c.platform, $6, $7, $8, $9
                FROM conversations c WHERE c.id = $1
                ON CONFLICT DO NOTHING RETURNING *""",
             message.conversation_id,
@@ -554,6 +564,7 @@ class PostgresStore:
             message.platform_message_id,
             message.answered,
             self._now(),
+            rows.starts_delivered(message),
         )
 
     async def add_message(self, message: NewMessage) -> StoredMessage | None:
@@ -627,6 +638,44 @@ class PostgresStore:
             conversation_id,
             up_to_seq,
         )
+
+    async def mark_delivered(self, *, conversation_id: int, trigger_seq: int) -> None:
+        await self.pool.execute(
+            """UPDATE messages SET delivered = TRUE
+               WHERE conversation_id = $1 AND NOT delivered AND answered AND seq < COALESCE(
+                   (SELECT MIN(r.seq) FROM messages r
+                    WHERE r.conversation_id = $1 AND r.role = 'assistant' AND r.seq > $2), $2 + 1)""",
+            conversation_id,
+            trigger_seq,
+        )
+
+    async def undelivered(self, *, platform: str, older_than: datetime, newer_than: datetime) -> list[StoredMessage]:
+        found = await self.pool.fetch(
+            """SELECT m.* FROM messages m JOIN conversations c ON c.id = m.conversation_id
+               WHERE NOT m.delivered AND m.answered AND m.role = 'user' AND c.platform = $1
+                   AND m.created_at < $2 AND m.created_at >= $3
+               ORDER BY m.conversation_id, m.seq""",
+            platform,
+            _utc(older_than),
+            _utc(newer_than),
+        )
+        return [rows.message(r) for r in found]
+
+    async def active_threads(self, *, platform: str, since: datetime, limit: int) -> list[ActiveThread]:
+        found = await self.pool.fetch(
+            """SELECT c.*, (SELECT m.platform_message_id FROM messages m
+                       WHERE m.conversation_id = c.id AND m.platform_message_id IS NOT NULL
+                       ORDER BY m.seq DESC LIMIT 1) AS last_platform_message_id
+               FROM conversations c
+               WHERE c.platform = $1 AND c.status = $2 AND (c.created_at >= $3 OR EXISTS (
+                   SELECT 1 FROM messages m WHERE m.conversation_id = c.id AND m.created_at >= $3))
+               ORDER BY c.id DESC LIMIT $4""",
+            platform,
+            Status.ACTIVE.value,
+            _utc(since),
+            limit,
+        )
+        return [ActiveThread(rows.conversation(r), r["last_platform_message_id"]) for r in found]
 
     async def remember_draft(self, draft: Draft) -> None:
         await self.pool.execute(

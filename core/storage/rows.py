@@ -11,6 +11,7 @@ from core.domain import (
     AuditEvent,
     Conversation,
     EndReason,
+    NewMessage,
     PendingConfirmation,
     RecordedWarning,
     Role,
@@ -81,7 +82,13 @@ def message(row: Row) -> StoredMessage:
         created_at=opt_time(row["created_at"]),
         answered=bool(row["answered"]),
         excluded=bool(row["excluded"]),
+        delivered=bool(row["delivered"]),
     )
+
+
+def starts_delivered(message: NewMessage) -> bool:
+    """A person's message waits for its answer to be delivered; everything else has nothing to deliver."""
+    return not (message.role is Role.USER and not message.answered)
 
 
 def warning(row: Row) -> RecordedWarning:

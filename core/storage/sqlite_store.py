@@ -23,6 +23,7 @@ from typing import TypeVar
 import aiosqlite
 
 from core.domain import (
+    ActiveThread,
     AuditEvent,
     Conversation,
     Draft,
@@ -99,6 +100,15 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             """CREATE TABLE author_risk (
                 platform TEXT NOT NULL, author_id TEXT NOT NULL, categories TEXT NOT NULL,
                 last_signal_at TEXT NOT NULL, PRIMARY KEY (platform, author_id))""",
+        ),
+    ),
+    (
+        3,
+        (
+            # An answer counts once the platform accepted it: until then its user message stays pending for
+            # recovery (answered, not delivered). Existing rows were delivered, as far as anyone can tell.
+            "ALTER TABLE messages ADD COLUMN delivered INTEGER NOT NULL DEFAULT 1",
+            "CREATE INDEX messages_undelivered ON messages (created_at) WHERE delivered = 0",
         ),
     ),
     (
@@ -476,9 +486,9 @@ class SqliteStore:
     def _insert_message_sql(self, message: NewMessage) -> tuple[str, tuple[object, ...]]:
         return (
             """INSERT INTO messages (conversation_id, seq, role, blocks, author_id, author_name, platform,
-                   platform_message_id, answered, created_at)
+                   platform_message_id, answered, created_at, delivered)
                SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ?,
-                   (SELECT platform FROM conversations WHERE id = ?), ?, ?, ?
+                   (SELECT platform FROM conversations WHERE id = ?), ?, ?, ?, ?
                FROM messages WHERE conversation_id = ?
                ON CONFLICT DO NOTHING RETURNING *""",
             (
@@ -491,6 +501,7 @@ class SqliteStore:
                 message.platform_message_id,
                 int(message.answered),
                 self._now(),
+                int(rows.starts_delivered(message)),
                 message.conversation_id,
             ),
         )
@@ -563,6 +574,38 @@ class SqliteStore:
             "UPDATE messages SET answered = 1 WHERE conversation_id = ? AND seq <= ? AND answered = 0",
             (conversation_id, up_to_seq),
         )
+
+    async def mark_delivered(self, *, conversation_id: int, trigger_seq: int) -> None:
+        await self._write(
+            """UPDATE messages SET delivered = 1
+               WHERE conversation_id = ? AND delivered = 0 AND answered = 1 AND seq < COALESCE(
+                   (SELECT MIN(r.seq) FROM messages r
+                    WHERE r.conversation_id = ? AND r.role = 'assistant' AND r.seq > ?), ? + 1)""",
+            (conversation_id, conversation_id, trigger_seq, trigger_seq),
+        )
+
+    async def undelivered(self, *, platform: str, older_than: datetime, newer_than: datetime) -> list[StoredMessage]:
+        found = await self._all(
+            """SELECT m.* FROM messages m JOIN conversations c ON c.id = m.conversation_id
+               WHERE m.delivered = 0 AND m.answered = 1 AND m.role = 'user' AND c.platform = ?
+                   AND m.created_at < ? AND m.created_at >= ?
+               ORDER BY m.conversation_id, m.seq""",
+            (platform, older_than.isoformat(), newer_than.isoformat()),
+        )
+        return [rows.message(r) for r in found]
+
+    async def active_threads(self, *, platform: str, since: datetime, limit: int) -> list[ActiveThread]:
+        found = await self._all(
+            """SELECT c.*, (SELECT m.platform_message_id FROM messages m
+                       WHERE m.conversation_id = c.id AND m.platform_message_id IS NOT NULL
+                       ORDER BY m.seq DESC LIMIT 1) AS last_platform_message_id
+               FROM conversations c
+               WHERE c.platform = ? AND c.status = ? AND (c.created_at >= ? OR EXISTS (
+                   SELECT 1 FROM messages m WHERE m.conversation_id = c.id AND m.created_at >= ?))
+               ORDER BY c.id DESC LIMIT ?""",
+            (platform, Status.ACTIVE.value, since.isoformat(), since.isoformat(), limit),
+        )
+        return [ActiveThread(rows.conversation(r), r["last_platform_message_id"]) for r in found]
 
     async def remember_draft(self, draft: Draft) -> None:
         await self._write(

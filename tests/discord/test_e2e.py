@@ -954,7 +954,18 @@ async def test_a_reply_cut_short_by_shutdown_leaves_a_note_instead_of_half_an_an
     assert pending.text == f"[Alice ({bot.alice})] question"
 
 
-@pytest.mark.parametrize("refusal", [(4004, "DISCORD_TOKEN"), (4014, "Message Content")], ids=["token", "intent"])
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        (4004, "DISCORD_TOKEN"),
+        (4014, "Message Content"),
+        (4010, "DISCORD_SHARD_IDS"),
+        (4011, "set DISCORD_SHARD_COUNT"),
+        (4012, "upgrade discord.py"),
+        (4013, "invalid intents"),
+    ],
+    ids=["token", "intent", "invalid-shard", "sharding-required", "api-version", "intents-value"],
+)
 async def test_discord_refusing_the_bot_after_start_up_stops_the_process(
     refusal: tuple[int, str], fake: FakeDiscord, fake_anthropic: FakeAnthropic, settings: Settings, tmp_path: Path
 ) -> None:

@@ -137,7 +137,14 @@ def test_split_text_keeps_code_fences_balanced() -> None:
     assert len(pieces) >= 2
     assert all(p.count(CODE_FENCE) % 2 == 0 for p in pieces)
     assert all(len(p) <= MESSAGE_LIMIT for p in pieces)
-    assert pieces[1].startswith(CODE_FENCE)  # the second piece reopens the block
+    assert pieces[1].startswith(CODE_FENCE + "python\n")  # the second piece reopens the block, highlighted
+    assert all(p.startswith(CODE_FENCE + "python\n") for p in pieces[1:-1])
+
+
+def test_a_continued_fence_without_a_language_reopens_plain() -> None:
+    code = CODE_FENCE + "\n" + "\n".join(f"step {i}" for i in range(400)) + "\n" + CODE_FENCE
+    pieces = split_text(code)
+    assert len(pieces) >= 2 and pieces[1].startswith(CODE_FENCE + "\nstep")
 
 
 def test_split_text_rejects_a_limit_with_no_room() -> None:

@@ -36,6 +36,7 @@ from tests.slack.harness import (
     action_ids,
     block_text,
     permalink,
+    running_bot,
 )
 from tests.support.bot_process import BotProcess
 from tests.support.fake_anthropic import FakeAnthropic, Reply
@@ -531,3 +532,49 @@ async def test_a_stream_cut_short_by_shutdown_leaves_a_note_instead_of_half_an_a
     assert note["ts"] == streaming["ts"] and note["text"] == INTERRUPTED
     assert "restart cuts" not in block_text(note)
     assert not slack.is_streaming(CHANNEL, note["ts"])  # stopped, not left spinning
+
+
+async def test_an_answer_slack_would_not_take_is_posted_again_once(
+    slack: FakeSlack, fake_anthropic: FakeAnthropic, settings: Settings, tmp_path: Path
+) -> None:
+    # Every way the answer can be posted fails, beyond the client's retries; recovery looks every 0.2 s.
+    quick = settings.recovery.model_copy(update={"age_seconds": 1.0, "interval_seconds": 0.2})
+    for method in ("chat.startStream", "chat.postMessage"):
+        slack.fail_next(method, 500, retry_after=None, times=4)
+    async with running_bot(
+        slack, fake_anthropic, settings.model_copy(update={"recovery": quick}), tmp_path / "slack.db"
+    ) as bot:
+        bot.claude.push(Reply.text("The answer Slack refused at first."))
+        root = await bot.mention("a question")
+        await slack.wait_for_async(
+            lambda: [r for r in bot.replies(root) if "refused at first" in r.get("text", "")] or None,
+            15,
+            "the answer, posted again",
+        )
+        await asyncio.sleep(1.0)  # more sweeps: nothing is posted twice
+        await bot.idle()
+        assert [r.get("text", "") for r in bot.replies(root)].count("The answer Slack refused at first.") <= 1
+        assert sum("refused at first" in json.dumps(r) for r in bot.replies(root)) == 1
+        assert bot.model_calls() == 1  # posted from the store, not asked again
+
+
+async def test_answers_slack_took_are_never_posted_again(
+    slack: FakeSlack, fake_anthropic: FakeAnthropic, settings: Settings, tmp_path: Path
+) -> None:
+    """Every answer path counts its answer delivered: recovery sweeping quickly re-posts none of them."""
+    quick = settings.recovery.model_copy(update={"age_seconds": 1.0, "interval_seconds": 0.2})
+    async with running_bot(
+        slack, fake_anthropic, settings.model_copy(update={"recovery": quick}), tmp_path / "slack.db"
+    ) as bot:
+        root = await bot.mention("What is 2+2?")
+        await bot.answered(root)
+        second = await bot.say("And 3+3?", root)
+        await bot.answered(root, 2)
+        await bot.driver.message_changed(CHANNEL, ALICE, "And 4+4?", ts=second)
+        starter = await bot.starter("edited")
+        await bot.answered(starter["ts"])
+        await asyncio.sleep(2.0)  # ten sweeps
+        await bot.idle()
+        assert len(bot.replies(root)) == 2
+        assert len(bot.replies(starter["ts"])) == 1
+        assert bot.model_calls() == 3

@@ -262,6 +262,7 @@ class _Fault:
     delay: float
     body: JSON | None
     is_global: bool
+    until: float | None = None  # a rule for a time window (time.monotonic()): every match fails until then
 
 
 @dataclass
@@ -400,6 +401,8 @@ class FakeDiscord:
         self.followup_ttl = followup_ttl
         self.auto_unarchive_on_message = auto_unarchive_on_message
         self.strict_commands = strict_commands
+        # True: websocket connections are accepted but never greeted (a gateway that never lets the bot in).
+        self.silent_gateway = False
 
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
@@ -445,6 +448,7 @@ class FakeDiscord:
         self._token_to_interaction: dict[str, int] = {}
         self._open_modals: list[_OpenModal] = []
         self._attachments: dict[int, bytes] = {}
+        self._bot_denied_in_threads = False
         self._nonces: dict[tuple[int, str], int] = {}
 
         self._users[self.bot_user_id] = self._user_json(self.bot_user_id, "LastResort", bot=True)
@@ -541,6 +545,7 @@ class FakeDiscord:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_get("/gateway", self._ws_handler)
         app.router.add_route("*", "/api/v{version:\\d+}/{tail:.*}", self._rest_handler)
+        app.router.add_get("/attachments/{channel}/{attachment}/{filename}", self._cdn_handler)
         app.router.add_route("*", "/{tail:.*}", self._not_found_handler)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
@@ -750,10 +755,16 @@ class FakeDiscord:
                 self._dms_closed.discard(user_id)
 
     def set_bot_permissions(
-        self, *, create_public_threads: bool | None = None, manage_threads: bool | None = None
+        self,
+        *,
+        create_public_threads: bool | None = None,
+        manage_threads: bool | None = None,
+        send_messages_in_threads: bool | None = None,
     ) -> None:
         """Change the bot's permissions at runtime (dispatches GUILD_ROLE_UPDATE / CHANNEL_UPDATE)."""
         with self._lock:
+            if send_messages_in_threads is not None:
+                self._bot_denied_in_threads = not send_messages_in_threads
             current_create, current_manage = self._bot_permission_flags()
             self._apply_bot_permissions(
                 current_create if create_public_threads is None else create_public_threads,
@@ -784,10 +795,11 @@ class FakeDiscord:
             if channel["type"] != ChannelType.GUILD_TEXT:
                 continue
             others = [o for o in channel["permission_overwrites"] if int(o["id"]) != self.bot_user_id]
-            if not create_threads:
-                others.append(
-                    {"id": str(self.bot_user_id), "type": 1, "allow": "0", "deny": str(Perm.CREATE_PUBLIC_THREADS)}
-                )
+            deny = (0 if create_threads else Perm.CREATE_PUBLIC_THREADS) | (
+                Perm.SEND_MESSAGES_IN_THREADS if self._bot_denied_in_threads else 0
+            )
+            if deny:
+                others.append({"id": str(self.bot_user_id), "type": 1, "allow": "0", "deny": str(deny)})
             channel["permission_overwrites"] = others
 
     # ------------------------------------------------------------------ world: JSON views
@@ -1221,6 +1233,11 @@ class FakeDiscord:
             self._gateway_stats["connections"] += 1
         session: _Session | None = None
         try:
+            if self.silent_gateway:
+                # A gateway that takes the connection and never says HELLO: the client waits, and waits.
+                async for _ in ws:
+                    pass
+                return ws
             await conn.send(json.dumps({"op": 10, "d": {"heartbeat_interval": self.heartbeat_interval_ms}}))
             async for msg in ws:
                 if msg.type is not WSMsgType.TEXT:
@@ -1290,7 +1307,10 @@ class FakeDiscord:
             ready: JSON = {
                 "v": API_VERSION,
                 "user": copy.deepcopy(self._users[self.bot_user_id]) | {"verified": True, "mfa_enabled": False},
-                "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+                # Like Discord, READY lists only the guilds of this session's shard.
+                "guilds": [{"id": str(self.guild_id), "unavailable": True}]
+                if (self.guild_id >> 22) % shard[1] == shard[0]
+                else [],
                 "session_id": session.session_id,
                 "session_type": "normal",
                 "resume_gateway_url": self.gateway_url,
@@ -1507,13 +1527,36 @@ class FakeDiscord:
                 )
             )
 
+    def fail_for(
+        self, method: str, path_regex: str, seconds: float, status: int = 503, *, body: JSON | None = None
+    ) -> None:
+        """Fail every matching REST call with ``status`` for the next ``seconds`` (an outage of one route,
+        or of all with ``"*"`` and ``"."``); calls are recorded, never applied. See :meth:`fail_next`."""
+        with self._lock:
+            self._faults.append(
+                _Fault(
+                    method=method.upper(),
+                    pattern=re.compile(path_regex),
+                    status=status,
+                    retry_after=0.0,
+                    times=1,
+                    delay=0.0,
+                    body=body,
+                    is_global=False,
+                    until=time.monotonic() + seconds,
+                )
+            )
+
     def _take_fault(self, method: str, path: str) -> _Fault | None:
         with self._lock:
+            now = time.monotonic()
+            self._faults = [f for f in self._faults if f.until is None or f.until > now]
             for fault in self._faults:
                 if fault.method in ("*", method) and fault.pattern.search(path):
-                    fault.times -= 1
-                    if fault.times <= 0:
-                        self._faults.remove(fault)
+                    if fault.until is None:
+                        fault.times -= 1
+                        if fault.times <= 0:
+                            self._faults.remove(fault)
                     return fault
         return None
 
@@ -1544,6 +1587,17 @@ class FakeDiscord:
         return fault.status, body, {}
 
     # ------------------------------------------------------------------ REST plumbing
+
+    async def _cdn_handler(self, request: web.Request) -> web.Response:
+        """An attachment's bytes, like cdn.discordapp.com (no bot token needed; the URL is the key)."""
+        aid = int(request.match_info["attachment"])
+        with self._lock:
+            data = self._attachments.get(aid)
+            self._calls.append(Call("GET", request.path, None, dict(request.query), 200 if data else 404, ()))
+        self._changed()
+        if data is None:
+            return web.Response(status=404, text="Not Found")
+        return web.Response(body=data, content_type="application/octet-stream")
 
     async def _not_found_handler(self, request: web.Request) -> web.Response:
         return _json_response(404, {"message": "404: Not Found", "code": 0})
@@ -2354,8 +2408,9 @@ class FakeDiscord:
                     "id": str(aid),
                     "filename": filename,
                     "size": len(data),
-                    "url": f"https://cdn.discordapp.com/attachments/{channel_id}/{aid}/{filename}",
-                    "proxy_url": f"https://media.discordapp.net/attachments/{channel_id}/{aid}/{filename}",
+                    # Served by this fake on loopback, as Discord's CDN serves them (see _cdn_handler).
+                    "url": f"{self.base_url}/attachments/{channel_id}/{aid}/{filename}",
+                    "proxy_url": f"{self.base_url}/attachments/{channel_id}/{aid}/{filename}",
                     "content_type": file.content_type,
                     "description": meta.get("description"),
                 }
@@ -2489,8 +2544,15 @@ class FakeDiscord:
         *,
         reply_to: int | None = None,
         session_id: str | None = None,
+        attachments: Sequence[tuple[str, str, bytes]] = (),
+        stickers: Sequence[str] = (),
+        forwarded: JSON | None = None,
     ) -> JSON:
         """A member posts a message; dispatches MESSAGE_CREATE and returns it (gateway shape).
+
+        ``attachments`` are (filename, content type, bytes), served at the attachment's ``url``;
+        ``stickers`` are sticker names (``sticker_items``); ``forwarded`` is a message (as returned by
+        this fake) the member forwards: a ``message_snapshots`` entry with a forward reference.
 
         Raises :class:`DiscordError` like Discord would reject it: 160005 in a locked thread without
         MANAGE_THREADS, 50083 in an archived and locked thread, 50001 for non-members.
@@ -2503,10 +2565,46 @@ class FakeDiscord:
             body: JSON = {"content": content}
             if reply_to is not None:
                 body["message_reference"] = {"message_id": str(reply_to), "channel_id": str(channel_id)}
-            self._validate_message_body(body, files=(), flags_allowed=_Flag.SENDABLE)
+            files = [_File(f"files[{i}]", name, kind, data) for i, (name, kind, data) in enumerate(attachments)]
+            # A sticker or a forward is a message of its own, without text.
+            self._validate_message_body(
+                body, files=files, flags_allowed=_Flag.SENDABLE, allow_empty=bool(stickers or forwarded)
+            )
             if unarchive:
                 self._set_archived(channel, False)
-            message = self._create_message(channel, user_id, body, session_id=session_id)
+            files = [_File(f"files[{i}]", name, kind, data) for i, (name, kind, data) in enumerate(attachments)]
+            extra: JSON = {}
+            if stickers:
+                extra["sticker_items"] = [
+                    {"id": str(self._snowflake()), "name": name, "format_type": 1} for name in stickers
+                ]
+            if forwarded is not None:
+                extra["message_reference"] = {
+                    "type": 1,
+                    "message_id": str(forwarded["id"]),
+                    "channel_id": str(forwarded["channel_id"]),
+                    "guild_id": str(self.guild_id),
+                }
+                snapshot = {
+                    k: copy.deepcopy(forwarded.get(k))
+                    for k in ("type", "content", "embeds", "attachments", "timestamp", "edited_timestamp", "flags")
+                }
+                snapshot["embeds"] = snapshot["embeds"] or []
+                snapshot["attachments"] = snapshot["attachments"] or []
+                extra["message_snapshots"] = [{"message": snapshot}]
+            message = self._create_message(
+                channel, user_id, body, files=files, extra=extra or None, session_id=session_id
+            )
+            return self._gateway_message(message)
+
+    def webhook_post(self, channel_id: int, content: str, *, name: str = "RSS Feed") -> JSON:
+        """A webhook posts (a bridge, a feed): its author is the webhook, not a member, and not a bot."""
+        with self._lock:
+            channel = self._channel(channel_id)
+            webhook_id = self._snowflake()
+            author = {"id": str(webhook_id), "username": name, "discriminator": "0000", "avatar": None}
+            extra: JSON = {"author": author, "webhook_id": str(webhook_id)}
+            message = self._create_message(channel, self.bot_user_id, {"content": content}, extra=extra)
             return self._gateway_message(message)
 
     def bot_post(

@@ -722,3 +722,62 @@ async def test_wait_for_times_out(fake: FakeDiscord) -> None:
     with pytest.raises(TimeoutError):
         await fake.wait_for(lambda: False, timeout=0.05, what="nothing")
     assert fake.wait_for_blocking(lambda: 42, timeout=0.05) == 42
+
+
+async def test_a_rest_outage_lasts_its_window(bot: LastResortTestBot, fake: FakeDiscord) -> None:
+    channel = bot.get_channel(fake.text_channel_id)
+    assert isinstance(channel, discord.TextChannel)
+    fake.fail_for("POST", r"^/channels/\d+/messages$", 0.5, status=503)
+    for _ in range(2):
+        with pytest.raises(discord.DiscordServerError):
+            await channel.send("during the outage")
+    await asyncio.sleep(0.6)
+    await channel.send("after it")
+    assert [m["content"] for m in fake.channel_messages(fake.text_channel_id)] == ["after it"]
+    assert [c.status for c in fake.calls_to("POST", r"^/channels/\d+/messages$")] == [503, 503, 200]
+
+
+async def test_attachments_forwards_stickers_and_webhooks_arrive_as_discord_sends_them(
+    bot: LastResortTestBot, fake: FakeDiscord, alice: int
+) -> None:
+    posted = fake.user_post(fake.text_channel_id, alice, "see file", attachments=[("a.txt", "text/plain", b"abc")])
+    message = await fake.wait_for(lambda: bot.received(posted["id"]), what="the message")
+    [attachment] = message.attachments
+    assert attachment.url.startswith(fake.base_url) and attachment.content_type == "text/plain"
+    assert await attachment.read() == b"abc"  # served on loopback, like Discord's CDN
+
+    forward = fake.user_post(fake.text_channel_id, alice, "", forwarded=posted)
+    forwarded = await fake.wait_for(lambda: bot.received(forward["id"]), what="the forward")
+    [snapshot] = forwarded.message_snapshots
+    assert snapshot.content == "see file" and snapshot.attachments[0].filename == "a.txt"
+    assert forwarded.reference is not None and forwarded.reference.message_id == int(posted["id"])
+
+    sticker = fake.user_post(fake.text_channel_id, alice, "", stickers=["wave"])
+    assert [s.name for s in (await fake.wait_for(lambda: bot.received(sticker["id"]))).stickers] == ["wave"]
+
+    hook = fake.webhook_post(fake.text_channel_id, "feed item")
+    from_hook = await fake.wait_for(lambda: bot.received(hook["id"]), what="the webhook post")
+    assert from_hook.webhook_id is not None and not from_hook.author.bot
+
+
+async def test_send_messages_in_threads_can_be_taken_away(
+    bot: LastResortTestBot, fake: FakeDiscord, alice: int
+) -> None:
+    thread = await bot_thread_from_mention(bot, fake, alice)
+    fake.set_bot_permissions(send_messages_in_threads=False)
+    await fake.wait_for(
+        lambda: not thread.permissions_for(thread.guild.me).send_messages_in_threads or None, what="CHANNEL_UPDATE"
+    )
+    with pytest.raises(discord.Forbidden) as refused:
+        await thread.send("hello")
+    assert refused.value.code == 50013
+    fake.set_bot_permissions(send_messages_in_threads=True)
+    await fake.wait_for(lambda: thread.permissions_for(thread.guild.me).send_messages_in_threads or None)
+    await thread.send("hello again")
+
+
+async def test_a_silent_gateway_never_says_hello(fake: FakeDiscord) -> None:
+    fake.silent_gateway = True
+    async with aiohttp.ClientSession() as session, session.ws_connect(fake.gateway_url) as ws:
+        with pytest.raises(TimeoutError):
+            await ws.receive(timeout=0.5)

@@ -364,6 +364,90 @@ async def test_unanswered_lists_old_user_messages_of_active_conversations(
     assert await store.unanswered(older_than=cutoff - timedelta(seconds=121)) == []
 
 
+async def test_an_answer_is_pending_until_delivered(store: OpenableStore, clock: ManualClock) -> None:
+    """A user message's answer counts once the platform accepted it: until `mark_delivered`, it is listed."""
+    start = clock.now()
+    chat = await new_conversation(store, "chat", platform="discord")
+    other = await new_conversation(store, "elsewhere")  # another platform: never listed for discord
+    first = await store.add_message(text(chat.id, "one", platform_message_id="d1"))
+    second = await store.add_message(text(chat.id, "two", platform_message_id="d2"))
+    await store.add_message(text(other.id, "slack", platform_message_id="s1"))
+    assert first is not None and second is not None and not first.delivered
+    await store.add_message(reply(chat.id, "an assistant turn has nothing to deliver"))
+    cutoff = clock.advance(60)
+
+    # Not answered yet: recovery's other sweep (`unanswered`) owns it.
+    assert await store.undelivered(platform="discord", older_than=cutoff, newer_than=start) == []
+    await store.complete_turn(
+        conversation_id=chat.id, replies=[reply(chat.id, "answer")], after_seq=2, answered_up_to_seq=2
+    )
+    await store.mark_answered(conversation_id=other.id, up_to_seq=1)
+    pending = await store.undelivered(platform="discord", older_than=cutoff, newer_than=start)
+    assert [(m.id, m.answered, m.delivered) for m in pending] == [(first.id, True, False), (second.id, True, False)]
+    assert await store.undelivered(platform="discord", older_than=start, newer_than=start) == []
+    assert await store.undelivered(platform="discord", older_than=cutoff, newer_than=cutoff) == []
+
+    # Shown for the first message, the answer covers every message answered before its reply (together).
+    await store.mark_delivered(conversation_id=chat.id, trigger_seq=1)
+    assert await store.undelivered(platform="discord", older_than=cutoff, newer_than=start) == []
+    assert all(m.delivered for m in await store.messages(chat.id))
+
+    # A later answer with nothing stored (the model was unavailable): only up to its message. Ended
+    # conversations still list theirs: the ending's notice is an answer too.
+    third = await store.add_message(text(chat.id, "three", platform_message_id="d3"))
+    fourth = await store.add_message(text(chat.id, "four", platform_message_id="d4"))
+    assert third is not None and fourth is not None
+    await store.mark_answered(conversation_id=chat.id, up_to_seq=fourth.seq)
+    await store.end_conversation(conversation_id=chat.id, reason=EndReason.MODERATOR, explanation="", actor="m")
+    later = clock.advance(60)
+    await store.mark_delivered(conversation_id=chat.id, trigger_seq=third.seq)
+    assert [m.id for m in await store.undelivered(platform="discord", older_than=later, newer_than=start)] == [
+        fourth.id
+    ]
+
+
+async def test_a_branch_copies_history_as_delivered(store: OpenableStore, clock: ManualClock) -> None:
+    source = await new_conversation(store, "source", platform="discord")
+    await store.add_message(text(source.id, "one", platform_message_id="d1"))
+    await store.complete_turn(
+        conversation_id=source.id, replies=[reply(source.id, "answer")], after_seq=1, answered_up_to_seq=1
+    )
+    await store.add_message(text(source.id, "two", platform_message_id="d2"))
+    branch = await store.create_branch(
+        key=key("branch", platform="discord"), owner_id="U1", source=source, branch_point_seq=3
+    )
+    later = clock.advance(60)
+    assert await store.undelivered(platform="discord", older_than=later, newer_than=later - timedelta(days=1)) == [
+        m for m in await store.messages(source.id) if m.seq == 1
+    ]
+    assert all(m.delivered for m in await store.messages(branch.id))
+
+
+async def test_active_threads_name_the_last_stored_platform_message(store: OpenableStore, clock: ManualClock) -> None:
+    start = clock.now()
+    quiet = await new_conversation(store, "quiet", platform="discord")
+    await store.add_message(text(quiet.id, "old", platform_message_id="100"))
+    clock.advance(3600)
+    since = clock.now()
+    busy = await new_conversation(store, "busy", platform="discord")
+    await store.add_message(text(busy.id, "a", platform_message_id="200"))
+    await store.add_message(text(busy.id, "b", platform_message_id="300"))
+    await store.add_message(reply(busy.id, "reply"))
+    fresh = await new_conversation(store, "fresh", platform="discord")  # no message yet
+    ended = await new_conversation(store, "ended", platform="discord")
+    await store.end_conversation(conversation_id=ended.id, reason=EndReason.MODERATOR, explanation="", actor="m")
+    await new_conversation(store, "slack")
+
+    found = await store.active_threads(platform="discord", since=since, limit=10)
+    assert [(t.conversation.id, t.last_platform_message_id) for t in found] == [(fresh.id, None), (busy.id, "300")]
+    assert len(await store.active_threads(platform="discord", since=since, limit=1)) == 1
+    assert {t.conversation.id for t in await store.active_threads(platform="discord", since=start, limit=10)} == {
+        quiet.id,
+        busy.id,
+        fresh.id,
+    }
+
+
 # -- branches --------------------------------------------------------------------------------------------
 
 

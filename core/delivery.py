@@ -1,0 +1,127 @@
+"""Delivery: an answer counts once the platform accepted it, not when the core stored it.
+
+The core stores a turn and marks its user messages answered before any adapter posts it. If the post then
+fails (a platform outage that outlasts the SDK's retries, a crash between the two), the message stays
+*undelivered*: `undelivered` lists it for the recovery loop, and `redeliver` shows the stored answer again,
+rebuilt from stored state, so the model is not asked a second time. An adapter calls `delivered` once the
+platform took the answer, and only then.
+
+Redelivery holds the thread's lease (as answering does) and re-reads the message under it, so two sweeps,
+or two instances, never post the same answer twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+
+from core.domain import Conversation, RecordedWarning, Role, StoredMessage
+from core.outcomes import Ended, Outcome, Reply, WarningGiven
+from core.ports import Clock, Store
+from core.settings import NoticeSettings, Settings
+from core.thread_locks import ThreadLocks
+from core.turns import ending_notice
+
+log = logging.getLogger(__name__)
+
+# Answers older than this are not posted any more: nobody is waiting for them.
+DEFAULT_WITHIN_SECONDS = 24 * 3600.0
+
+EVERYTHING = 2**62  # a seq after every message
+Show = Callable[[Outcome | None], Awaitable[None]]
+
+
+def answer_run(history: Sequence[StoredMessage], trigger_seq: int) -> list[StoredMessage]:
+    """The stored answer to the user messages up to `trigger_seq`: the messages after it, from the model's
+    first turn up to the next message a person wrote. Empty when nothing was stored for them (the model was
+    unavailable, refused, or the conversation had ended)."""
+    run: list[StoredMessage] = []
+    for message in history:
+        if message.seq <= trigger_seq:
+            continue
+        if message.is_user_text:
+            break
+        run.append(message)
+    return run if any(m.role is Role.ASSISTANT for m in run) else []
+
+
+def stored_answer(
+    conversation: Conversation,
+    history: Sequence[StoredMessage],
+    warnings: Sequence[RecordedWarning],
+    trigger_seq: int,
+    notices: NoticeSettings,
+) -> Outcome | None:
+    """What the core answered to the message at `trigger_seq`, as the outcome it returned then."""
+    run = answer_run(history, trigger_seq)
+    if not run:
+        return None
+    assistants = [m for m in run if m.role is Role.ASSISTANT]
+    text = assistants[-1].text.strip()
+    later_user_text = any(m.is_user_text for m in history if m.seq > run[-1].seq)
+    if conversation.is_ended and not later_user_text:
+        return Ended(conversation, text, ending_notice(conversation, notices))
+    seqs = {m.seq for m in assistants}
+    warning = next((w for w in warnings if w.after_seq in seqs), None)
+    if warning is not None:
+        return WarningGiven(conversation, text, warning.behavior)
+    return Reply(conversation, text or notices.conversation_continues)
+
+
+class Deliveries:
+    def __init__(self, *, store: Store, clock: Clock, locks: ThreadLocks, settings: Settings) -> None:
+        self._store = store
+        self._clock = clock
+        self._locks = locks
+        self._notices = settings.notices
+
+    async def delivered(self, *, conversation_id: int, trigger_seq: int | None = None) -> None:
+        """The platform accepted the answer to the message at `trigger_seq` (None: to every answered
+        message in the conversation, for a conversation only this answer is in, such as a new branch).
+        One statement: adapters call this after every answer."""
+        seq = EVERYTHING if trigger_seq is None else trigger_seq
+        await self._store.mark_delivered(conversation_id=conversation_id, trigger_seq=seq)
+
+    async def undelivered(
+        self, *, platform: str, older_than_seconds: float, within_seconds: float = DEFAULT_WITHIN_SECONDS
+    ) -> list[StoredMessage]:
+        """The newest answered-but-undelivered user message of each conversation on `platform` whose answer
+        was stored more than `older_than_seconds` ago (its first attempt has had its time), of messages from
+        the last `within_seconds`."""
+        now = self._clock.now()
+        found = await self._store.undelivered(
+            platform=platform,
+            older_than=now - timedelta(seconds=older_than_seconds),
+            newer_than=now - timedelta(seconds=within_seconds),
+        )
+        newest: dict[int, StoredMessage] = {}
+        for message in found:
+            newest[message.conversation_id] = message
+        cutoff = now - timedelta(seconds=older_than_seconds)
+        due = []
+        for message in newest.values():
+            # Counted from when the answer was stored, not from when the message came: a slow answer may
+            # be on its way to the platform right now, and must not be posted a second time beside it.
+            history = await self._store.messages(message.conversation_id)
+            reply = next((m for m in history if m.seq > message.seq and m.role is Role.ASSISTANT), None)
+            stored_at = reply.created_at if reply is not None else message.created_at
+            if stored_at is None or stored_at < cutoff:
+                due.append(message)
+        return due
+
+    async def redeliver(self, message: StoredMessage, show: Show) -> bool:
+        """Show the stored answer to `message` again (None when nothing was stored for it: `show` may post a
+        note or nothing) and count it delivered once `show` returns. A failing `show` raises and leaves the
+        message pending. False if there was nothing left to deliver (someone else did it meanwhile)."""
+        conversation = await self._store.get_conversation(message.conversation_id)
+        if conversation is None:
+            return False
+        async with self._locks.hold(conversation.key):
+            conversation, history, warnings = await self._store.turn_state(message.conversation_id)
+            current = next((m for m in history if m.id == message.id), None)
+            if conversation is None or current is None or current.delivered:
+                return False
+            await show(stored_answer(conversation, history, warnings, current.seq, self._notices))
+            await self._store.mark_delivered(conversation_id=conversation.id, trigger_seq=current.seq)
+        return True
