@@ -158,6 +158,9 @@ async def target_process(target: str, slack: FakeSlack, anthropic: FakeAnthropic
         "LOG_LEVEL": "WARNING",
         "LASTRESORT_COUNT_STATEMENTS": "1",
     }
+    if os.environ.get("LASTRESORT_CONFIG"):
+        # Another configuration for the product (say, the risk screen switched off), to compare runs.
+        env["LASTRESORT_CONFIG"] = os.environ["LASTRESORT_CONFIG"]
     if target == "floor":
         async with FloorProcess(env, log_path=tmp / "floor.log") as floor:
             yield floor
