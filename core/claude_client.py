@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import anthropic
 import httpx2
-from anthropic.types import Message, RawMessageStreamEvent
+from anthropic.types import RawMessageStreamEvent
 
 from core.domain import JSON
 from core.ports import ModelReply, ModelRequest, ModelUnavailableError, StreamListener, Usage
@@ -69,6 +69,7 @@ class ClaudeClient:
             http_client=anthropic.DefaultAioHttpClient(),
         )
         self._max_total_wait = max_total_wait_seconds
+        self._review_clients: dict[tuple[float, int], anthropic.AsyncAnthropic] = {}
 
     async def close(self) -> None:
         await self._client.close()
@@ -191,11 +192,18 @@ class ClaudeClient:
     async def review(self, request: ModelRequest, *, timeout_seconds: float, max_retries: int) -> ModelReply:
         """One complete reply, not streamed (the risk review: a forced tool call, read whole), with its own
         timeout and retries. Raises ModelUnavailableError when there is none."""
-        client = self._client.with_options(timeout=timeout_seconds, max_retries=max_retries)
-        # Our requests are plain JSON dicts; the SDK's overloads want its TypedDicts.
-        create: Any = client.messages.create
+        # A copy of the client with the review's own timeout and retries, made once (a copy costs as much CPU
+        # as a call).
+        options = (timeout_seconds, max_retries)
+        client = self._review_clients.get(options)
+        if client is None:
+            client = self._client.with_options(timeout=timeout_seconds, max_retries=max_retries)
+            self._review_clients[options] = client
+        # The raw response, read as JSON: the SDK's pydantic Message would cost more CPU than the call itself
+        # (it runs beside every reply). Our requests are plain JSON dicts; the SDK's overloads want TypedDicts.
+        create: Any = client.messages.with_raw_response.create
         try:
-            message: Message = await create(
+            response = await create(
                 model=request.model,
                 max_tokens=request.max_tokens,
                 system=list(request.system),
@@ -203,24 +211,16 @@ class ClaudeClient:
                 tools=list(request.tools),
                 tool_choice=request.tool_choice or {"type": "auto"},
             )
+            body = json.loads(response.http_response.content)
         except anthropic.APIStatusError as exc:
             log.warning("risk review failed: %s", error_type(exc), extra={"status": exc.status_code})
             raise ModelUnavailableError(f"the model API answered {error_type(exc)}") from exc
         except anthropic.APIError as exc:
             log.warning("risk review failed: %s", type(exc).__name__)
             raise ModelUnavailableError(type(exc).__name__) from exc
-        usage = message.usage
-        return ModelReply(
-            blocks=tuple(block.model_dump(mode="json", exclude_none=True) for block in message.content),
-            stop_reason=str(message.stop_reason or "end_turn"),
-            usage=Usage(
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cache_read_input_tokens=usage.cache_read_input_tokens or 0,
-                cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
-            ),
-            request_id=message._request_id,
-        )
+        except ValueError as exc:
+            raise ModelUnavailableError("the review's answer was not JSON") from exc
+        return _complete_reply(body, request_id=response.http_response.headers.get("request-id"))
 
     async def look_up_models(self, names: Sequence[str]) -> dict[str, str | None]:
         """Each model's display name, or None where the API knows no such model (`lastresort check`).
@@ -247,6 +247,32 @@ def _message(exc: anthropic.APIStatusError) -> str:
     error = body.get("error") if isinstance(body, dict) else None
     message = error.get("message") if isinstance(error, dict) else None
     return message if isinstance(message, str) and message else exc.message
+
+
+def _count(usage: object, name: str) -> int:
+    value = usage.get(name) if isinstance(usage, dict) else None
+    return value if isinstance(value, int) else 0
+
+
+def _complete_reply(body: object, *, request_id: str | None) -> ModelReply:
+    """A non-streamed Messages API answer as a ModelReply; anything unexpected in it is left for the caller's
+    schema check (a review without a well-formed tool call is no answer)."""
+    if not isinstance(body, dict):
+        raise ModelUnavailableError("the review's answer was not an object")
+    content = body.get("content")
+    blocks = tuple(b for b in content if isinstance(b, dict)) if isinstance(content, list) else ()
+    usage = body.get("usage")
+    return ModelReply(
+        blocks=blocks,
+        stop_reason=str(body.get("stop_reason") or "end_turn"),
+        usage=Usage(
+            input_tokens=_count(usage, "input_tokens"),
+            output_tokens=_count(usage, "output_tokens"),
+            cache_read_input_tokens=_count(usage, "cache_read_input_tokens"),
+            cache_creation_input_tokens=_count(usage, "cache_creation_input_tokens"),
+        ),
+        request_id=request_id,
+    )
 
 
 class IncompleteStreamError(Exception):
