@@ -100,6 +100,10 @@ def _render(message: StoredMessage) -> str | None:
     return f'<message n="{message.seq}" from="{who}">{_escape(chr(10).join(parts))}</message>'
 
 
+def transcript_fits(history: Sequence[StoredMessage], *, max_chars: int) -> bool:
+    return sum(len(line) + 1 for line in (_render(m) for m in history) if line is not None) <= max_chars
+
+
 def render_transcript(history: Sequence[StoredMessage], *, max_chars: int) -> str:
     """Every message that carries words, oldest first. Past `max_chars` the middle goes: the start holds how
     it began and the end what is happening now, and the sticky marks already hold what earlier screens found."""
@@ -169,7 +173,10 @@ def read_answer(reply: ModelReply) -> ReviewResult:
         return ReviewUnavailable("bad_answer: categories is not a list of strings")
     if not isinstance(reason, str):
         return ReviewUnavailable("bad_answer: reason is not a string")
-    named = frozenset(c.strip().lower() for c in categories if c.strip())
+    # Only our own category names are kept (marks outlive `forget`: they must never carry words from the chat).
+    named = frozenset(
+        c.strip().lower() if c.strip().lower() in KNOWN_CATEGORIES else "unspecified" for c in categories if c.strip()
+    )
     if named and not at_risk:
         at_risk = True
     if at_risk and not named:
@@ -190,7 +197,11 @@ class RiskReviewer:
         return self._settings.screen == "every_message"
 
     async def gate(self, history: Sequence[StoredMessage]) -> ReviewResult:
-        """Before a warning or an ending: the whole branch."""
+        """Before a warning or an ending: the whole branch. A branch too long to be read whole is no answer
+        (fail closed): the gate must not decide on a transcript with its middle left out."""
+        if not transcript_fits(history, max_chars=self._settings.max_transcript_chars):
+            self._observer.observe_review("gate", "unavailable", 0.0, Usage())
+            return ReviewUnavailable("transcript_too_long")
         return await self._run("gate", review_request(history, settings=self._settings))
 
     async def screen(self, history: Sequence[StoredMessage]) -> ReviewResult:

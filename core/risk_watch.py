@@ -26,6 +26,8 @@ from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
+SCREEN_RETRY_SECONDS = 1.0
+
 
 @dataclass(frozen=True, slots=True)
 class GateClear:
@@ -41,6 +43,8 @@ class GateRefused:
     code: str
     categories: frozenset[str] = frozenset()
     detail: str = ""
+    # The newest message a person wrote when the gate held back: an override acts on what was seen.
+    snapshot_id: int = 0
 
 
 GateResult = GateClear | GateRefused
@@ -127,7 +131,16 @@ class RiskWatch:
     def start_screen(self, history: Sequence[StoredMessage]) -> asyncio.Task[ReviewResult] | None:
         if not self.screens_every_message:
             return None
-        return asyncio.create_task(self._reviewer.screen(history), name="risk-screen")
+        return asyncio.create_task(self._screen_with_one_retry(history), name="risk-screen")
+
+    async def _screen_with_one_retry(self, history: Sequence[StoredMessage]) -> ReviewResult:
+        # A message whose screen failed is screened again only if it is still among the recent ones later:
+        # one more try now (a blip), finished in the background if the reply does not wait for it.
+        result = await self._reviewer.screen(history)
+        if isinstance(result, ReviewUnavailable):
+            await asyncio.sleep(SCREEN_RETRY_SECONDS)
+            result = await self._reviewer.screen(history)
+        return result
 
     def finish_late(self, task: asyncio.Task[ReviewResult], conversation: Conversation, authors: Sequence[str]) -> None:
         """A screen still running when its reply is ready: its finding is written when it arrives (the support
@@ -156,17 +169,28 @@ class RiskWatch:
         history = await self._store.messages(conversation.id)
         newest = newest_person_message(history)
         if decided_on is not None and newest > decided_on:
-            return GateRefused("stale", detail="a new message arrived")
+            return GateRefused("stale", detail="a new message arrived", snapshot_id=newest)
         marks = await self.marks(conversation, history)
         if marks.marked:
-            return GateRefused("risk_guard", marks.categories or frozenset({"author_marked"}), "marked")
+            return GateRefused("risk_guard", marks.categories or frozenset({"author_marked"}), "marked", newest)
         result = await self._reviewer.gate(history)
         if isinstance(result, ReviewUnavailable):
             await self._auditor.record(
                 AuditKind.REVIEW_UNAVAILABLE, conversation.id, MODEL_ACTOR, result.problem.split(":")[0]
             )
-            return GateRefused("review_unavailable", detail=result.problem)
+            return GateRefused("review_unavailable", detail=result.problem, snapshot_id=newest)
+        everyone = sorted({*authors, *participants(conversation, history)})
         if result.at_risk:
-            await self.mark(conversation, authors=authors, categories=result.categories, source="review")
-            return GateRefused("risk_guard", result.categories, "review")
+            # The review does not say who: everyone in the branch is marked (the safe side).
+            await self.mark(conversation, authors=everyone, categories=result.categories, source="review")
+            return GateRefused("risk_guard", result.categories, "review", newest)
+        # Messages that came in while the review ran were not read by it.
+        later = [m for m in await self._store.messages(conversation.id) if m.is_user_text and m.id > newest]
+        if later and decided_on is not None:
+            return GateRefused("stale", detail="a new message arrived during the review", snapshot_id=newest)
+        tripped = sorted({c for m in later for c in self.tripwire(m.text)})
+        if tripped:
+            authors_later = sorted({m.author_id for m in later if m.author_id})
+            await self.mark(conversation, authors=authors_later, categories=tripped, source="tripwire")
+            return GateRefused("risk_guard", frozenset(tripped), "tripwire", newest)
         return GateClear(snapshot_id=newest)

@@ -99,6 +99,10 @@ class ModeratorAction:
     # override ends it anyway, except when stale.
     held: str | None = None
     categories: frozenset[str] = frozenset()
+    # When held: the newest message a person had written, which an override then acts on.
+    seen_up_to: int = 0
+    # Ended by an explicit override of what held it back (the categories, or the reason it was held).
+    overrode: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,12 +443,13 @@ class ConversationService:
         return ConversationStatus(conversation, sum(1 for m in history if m.is_user_text), len(warnings), marks)
 
     async def moderator_end(
-        self, *, key: ThreadKey, moderator_id: str, reason: str, override: bool = False
+        self, *, key: ThreadKey, moderator_id: str, reason: str, override: bool = False, seen_up_to: int | None = None
     ) -> ModeratorAction | None:
         """End a conversation now, unless someone in it may be at risk (the marks, then the risk review of
         the whole branch, which fails closed): then it is held back and the moderator is told why, unless they
-        explicitly `override`, which is audited with their id. `changed` is False if it had already ended (by
-        anyone) or was held back: then no notice is due."""
+        explicitly `override`, which is audited with their id. An override given after seeing a held notice
+        (`seen_up_to`) acts only if nobody wrote since. `changed` is False if it had already ended (by anyone) or
+        was held back: then no notice is due."""
         if await self._store.find_conversation(key) is None:
             return None
         async with self._locks.hold(key):
@@ -455,37 +460,37 @@ class ConversationService:
             if conversation.is_ended:
                 return ModeratorAction(conversation, changed=False)
             actor = moderator_actor(moderator_id)
-            gate = await self._risk.gate(conversation, decided_on=None)
+            gate = await self._risk.gate(conversation, decided_on=seen_up_to if override else None)
+            overrode: frozenset[str] = frozenset()
+            after = gate.snapshot_id
             if isinstance(gate, GateRefused):
                 held = "at_risk" if gate.code == "risk_guard" else gate.code
                 if not override or held == "stale":
                     await self._auditor.record(AuditKind.ENDING_REFUSED, conversation.id, actor, gate.code)
-                    return ModeratorAction(conversation, changed=False, held=held, categories=gate.categories)
-                await self._auditor.record(
-                    AuditKind.MODERATOR_OVERRIDE,
-                    conversation.id,
-                    actor,
-                    held,
-                    categories=",".join(sorted(gate.categories)),
-                )
+                    return ModeratorAction(
+                        conversation, changed=False, held=held, categories=gate.categories, seen_up_to=gate.snapshot_id
+                    )
+                overrode = gate.categories or frozenset({held})
+                after = seen_up_to if seen_up_to is not None else gate.snapshot_id
             explanation = reason.strip()[:MAX_MODERATOR_REASON] or "A moderator ended this conversation."
-            if isinstance(gate, GateRefused):
-                ended: Conversation | None = await self._store.end_conversation(
-                    conversation_id=conversation.id, reason=EndReason.MODERATOR, explanation=explanation, actor=actor
-                )
-            else:
-                ended = await self._store.end_if_current(
-                    conversation_id=conversation.id,
-                    reason=EndReason.MODERATOR,
-                    explanation=explanation,
-                    actor=actor,
-                    after_message_id=gate.snapshot_id,
-                )
+            ended = await self._store.end_if_current(
+                conversation_id=conversation.id,
+                reason=EndReason.MODERATOR,
+                explanation=explanation,
+                actor=actor,
+                after_message_id=after,
+            )
             if ended is None:
                 await self._auditor.record(AuditKind.ENDING_REFUSED, conversation.id, actor, "stale")
                 return ModeratorAction(conversation, changed=False, held="stale")
+            if overrode:
+                categories = ",".join(sorted(overrode))
+                held_by = "at_risk" if isinstance(gate, GateRefused) and gate.code == "risk_guard" else "unreviewed"
+                await self._auditor.record(
+                    AuditKind.MODERATOR_OVERRIDE, conversation.id, actor, held_by, categories=categories
+                )
             await self._auditor.record(AuditKind.MODERATOR_END, conversation.id, actor, reason.strip()[:200])
-        return ModeratorAction(ended, changed=True)
+        return ModeratorAction(ended, changed=True, overrode=overrode)
 
     async def moderator_reopen(self, *, key: ThreadKey, moderator_id: str, reason: str = "") -> ModeratorAction | None:
         if await self._store.find_conversation(key) is None:

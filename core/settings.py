@@ -88,8 +88,9 @@ class RiskReviewSettings(_Frozen):
     # How long a finished reply waits for a screen still running before it is posted without the support
     # resources (they then come with the next reply): the screen adds at most this to an answer.
     screen_grace_seconds: float = Field(1.0, ge=0)
-    # A transcript longer than this keeps its start and its end (the review must see both).
-    max_transcript_chars: int = Field(120_000, ge=2_000)
+    # The gate reads the whole branch or decides nothing (fail closed); the screen keeps a longer transcript's
+    # start and end. About 100k tokens, well inside the review model's context window.
+    max_transcript_chars: int = Field(400_000, ge=2_000)
     # An author's mark holds across their conversations on the platform this long after the last signal.
     author_mark_hours: float = Field(24.0, gt=0)
     # Relative to the configuration file; unset means the instructions shipped inside the package.

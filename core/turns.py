@@ -69,6 +69,7 @@ class _Turn:
     screen: asyncio.Task[ReviewResult] | None = None
     # The support resources are due with this answer (risk seen, and not shown in this conversation yet).
     support_due: bool = False
+    support_shown: bool = False  # already shown in this conversation (they are shown once)
     # What the gate cleared an ending on: it commits only if nobody wrote after this message.
     snapshot_id: int = 0
     outcome: Outcome | None = None
@@ -112,8 +113,8 @@ class RevealGate:
 
 
 STALE_REFUSAL = (
-    "A new message arrived before the ending took effect, so the conversation has not ended. Answer the new "
-    "message; do not say the conversation ended."
+    "A new message arrived before the ending took effect, so the conversation has not ended. Continue, and do "
+    "not say the conversation ended; the new message gets its own answer."
 )
 REVIEW_UNAVAILABLE_REFUSAL = (
     "The independent risk review could not run, so nothing can be warned or ended right now. The conversation "
@@ -218,6 +219,7 @@ class TurnRunner:
             await self._risk.mark(conversation, authors=authors, categories=categories, source="tripwire")
             fired = True
         turn.rule_state = replace(turn.rule_state, risk_fired=fired)
+        turn.support_shown = marks.support_shown
         turn.support_due = fired and not marks.support_shown
         turn.screen = self._risk.start_screen(history)
 
@@ -233,6 +235,10 @@ class TurnRunner:
             except TimeoutError:
                 self._risk.finish_late(task, turn.conversation, turn.authors)
                 return False
+            except BaseException:
+                # Cancelled (a shutdown): the screen still finishes and its finding is still written.
+                self._risk.finish_late(task, turn.conversation, turn.authors)
+                raise
         found = task.result()
         await self._risk.note_screen(turn.conversation, found, authors=turn.authors)
         return isinstance(found, RiskFinding) and found.at_risk
@@ -240,7 +246,7 @@ class TurnRunner:
     async def _with_screen(self, turn: _Turn, outcome: Outcome) -> Outcome:
         """The screen's word on this answer, then the support resources, once per conversation."""
         if await self._screen_found_risk(turn, wait=self._settings.risk_review.screen_grace_seconds):
-            turn.support_due = True
+            turn.support_due = not turn.support_shown
         guard = self._settings.risk_guard
         if not turn.support_due or not guard.support_resources_enabled:
             return outcome
@@ -429,7 +435,7 @@ class TurnRunner:
         unsure = not isinstance(call, InvalidCall) and not turn.rule_state.risk_fired
         if unsure and await self._screen_found_risk(turn, wait=None):
             turn.rule_state = replace(turn.rule_state, risk_fired=True)
-            turn.support_due = True
+            turn.support_due = not turn.support_shown
         if isinstance(call, InvalidCall):
             decision = Decision(Verdict.REFUSE, "invalid_call", f"Invalid tool call: {call.problem}.")
         elif isinstance(call, WarnProposal):
@@ -459,7 +465,7 @@ class TurnRunner:
         if isinstance(gate, GateRefused):
             if gate.code == "risk_guard":
                 turn.rule_state = replace(turn.rule_state, risk_fired=True)
-                turn.support_due = True
+                turn.support_due = not turn.support_shown
             return gate_refusal(gate)
         turn.snapshot_id = gate.snapshot_id
         return decision

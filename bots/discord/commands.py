@@ -240,6 +240,11 @@ class SlashCommands:
         if action.held:
             await tell(interaction, held_text(action))
             return
+        overrode = (
+            f" You overrode the hold ({', '.join(sorted(action.overrode))}); that is recorded with your name."
+            if action.overrode
+            else ""
+        )
         if not action.changed:
             # Ended by someone else first (the model, another moderator): they posted the notice.
             await tell(interaction, "This conversation has already ended.")
@@ -253,7 +258,7 @@ class SlashCommands:
             why=closing.why_not_locked,
             notice_shown=closing.notice_shown,
         )
-        await tell(interaction, answer)
+        await tell(interaction, answer + overrode)
 
     async def reopen(self, interaction: Interaction, option: str | None) -> None:
         thread = await self._thread(interaction, option)

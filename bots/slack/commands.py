@@ -59,6 +59,7 @@ NEEDS_LINK = "Please add a thread link: `/lastresort {name} &lt;thread link&gt;`
 NO_CONVERSATION = "I have no conversation in that thread."
 RESTARTING = "Last Resort is restarting. Please try again in a moment."
 OVERRIDE_BLOCK_ID = "lastresort_override"
+MAX_BUTTON_VALUE = 2000
 HELD = {
     "at_risk": (
         "Not ended: someone in conversation #{id} may be at risk ({categories}), so the bot stays with them and "
@@ -76,7 +77,7 @@ def risk_line(marks: RiskMarks) -> str:
     """How `status` shows the mark: a flag and categories, never what anyone said."""
     if not marks.marked:
         return ""
-    what = ", ".join(sorted(marks.categories)) or "a participant's recent signal"
+    what = escape(", ".join(sorted(marks.categories))) or "a participant's recent signal"
     shown = "; support resources shown" if marks.support_shown else ""
     return f"\n:warning: *Marked at risk* ({what}){shown}: it will not be warned or ended by the model or on request."
 
@@ -88,7 +89,13 @@ def held_post(action: ModeratorAction, thread: ThreadRef, reason: str) -> SlackP
     text = HELD[held].format(id=action.conversation.id, categories=escape(categories))
     if held == "stale":
         return SlackPost(text=text, blocks=(section(trusted_text(text)),))
-    value = json.dumps({"c": thread.channel, "t": thread.thread_ts, "r": reason[:500]}, separators=(",", ":"))
+    # What the moderator saw travels with the button: an override acts only if nobody wrote since. Slack caps a
+    # button's value at 2,000 characters, so the reason is cut to fit.
+    payload = {"c": thread.channel, "t": thread.thread_ts, "s": action.seen_up_to, "r": reason[:500]}
+    value = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    while len(value) > MAX_BUTTON_VALUE:
+        payload["r"] = str(payload["r"])[:-50]
+        value = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
     override = button(ACTION_OVERRIDE_END, "End anyway (override)", value, style="danger")
     override["confirm"] = {
         "title": {"type": "plain_text", "text": "End it anyway?"},
@@ -100,18 +107,21 @@ def held_post(action: ModeratorAction, thread: ThreadRef, reason: str) -> SlackP
     return SlackPost(text=text, blocks=(section(trusted_text(text)), actions(OVERRIDE_BLOCK_ID, override)))
 
 
-def override_target(value: str) -> tuple[ThreadRef, str] | None:
-    """The thread and reason an override button carries, or None for a payload this bot did not make."""
+def override_target(value: str) -> tuple[ThreadRef, str, int] | None:
+    """The thread, reason and last message seen that an override button carries, or None for a payload this bot
+    did not make."""
     try:
         found = json.loads(value)
     except ValueError:
         return None
     if not isinstance(found, dict):
         return None
-    channel, thread_ts, reason = found.get("c"), found.get("t"), found.get("r", "")
+    channel, thread_ts, reason, seen = found.get("c"), found.get("t"), found.get("r", ""), found.get("s")
     if not (isinstance(channel, str) and isinstance(thread_ts, str) and isinstance(reason, str)):
         return None
-    return ThreadRef(channel=channel, thread_ts=thread_ts), reason
+    if isinstance(seen, bool) or not isinstance(seen, int):
+        return None
+    return ThreadRef(channel=channel, thread_ts=thread_ts), reason, seen
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,13 +208,15 @@ class SlashCommands:
         if not await self._moderators.is_moderator(user_id):
             log.info("moderator override refused")
             return NOT_A_MODERATOR.format(name="end")
-        thread, reason = target
-        answer = await self._end(thread, user_id, reason, override=True)
+        thread, reason, seen = target
+        answer = await self._end(thread, user_id, reason, override=True, seen_up_to=seen)
         return answer if isinstance(answer, str) else answer.text
 
-    async def _end(self, thread: ThreadRef, moderator: str, reason: str, *, override: bool = False) -> str | SlackPost:
+    async def _end(
+        self, thread: ThreadRef, moderator: str, reason: str, *, override: bool = False, seen_up_to: int | None = None
+    ) -> str | SlackPost:
         action = await self._service.moderator_end(
-            key=thread.key, moderator_id=moderator, reason=reason, override=override
+            key=thread.key, moderator_id=moderator, reason=reason, override=override, seen_up_to=seen_up_to
         )
         if action is None:
             return NO_CONVERSATION

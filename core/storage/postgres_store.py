@@ -437,21 +437,25 @@ class PostgresStore:
     async def end_if_current(
         self, *, conversation_id: int, reason: EndReason, explanation: str, actor: str, after_message_id: int
     ) -> Conversation | None:
-        # Tool results are stored in the user role without an author: only what a person wrote counts.
-        row = await self.pool.fetchrow(
-            """UPDATE conversations SET status = $1, ended_reason = $2, ended_explanation = $3, ended_at = $4,
-               ended_by = $5 WHERE id = $6 AND status = $7 AND NOT EXISTS (
-                   SELECT 1 FROM messages WHERE conversation_id = $6 AND role = 'user'
-                   AND author_id IS NOT NULL AND id > $8) RETURNING *""",
-            Status.ENDED.value,
-            reason.value,
-            explanation,
-            self._now(),
-            actor,
-            conversation_id,
-            Status.ACTIVE.value,
-            after_message_id,
-        )
+        async with self._tx() as conn:
+            # Appends take this lock too: once it is ours, the next statement's fresh snapshot (READ COMMITTED)
+            # sees every message stored before, so a message stored a moment ago cannot slip past the check.
+            await self._lock_conversation(conn, conversation_id)
+            # Tool results are stored in the user role without an author: only what a person wrote counts.
+            row = await conn.fetchrow(
+                """UPDATE conversations SET status = $1, ended_reason = $2, ended_explanation = $3, ended_at = $4,
+                   ended_by = $5 WHERE id = $6 AND status = $7 AND NOT EXISTS (
+                       SELECT 1 FROM messages WHERE conversation_id = $6 AND role = 'user'
+                       AND author_id IS NOT NULL AND id > $8) RETURNING *""",
+                Status.ENDED.value,
+                reason.value,
+                explanation,
+                self._now(),
+                actor,
+                conversation_id,
+                Status.ACTIVE.value,
+                after_message_id,
+            )
         return rows.conversation(row) if row else None
 
     async def mark_at_risk(

@@ -84,6 +84,19 @@ async def test_path3_a_moderator_end_is_held_while_someone_may_be_at_risk_and_ov
     assert button["confirm"]["confirm"]["text"] == "End anyway"  # Slack asks "are you sure?" first
     message: dict[str, Any] = {"ts": "1700000000.000001", "blocks": held["blocks"]}
 
+    # Someone writes after the moderator saw the held notice: the override no longer acts on what they saw.
+    await bot.say("please don't leave", thread)
+    await bot.answered(thread, 2)
+    before = len(bot.slack.responses)
+    await bot.click(message, "lastresort_override_end", user=MOD)
+    await bot.slack.wait_for_async(lambda: len(bot.slack.responses) > before, timeout=10, what="a refusal")
+    assert "someone wrote in conversation" in bot.slack.responses[-1].body["text"]
+    conversation = await bot.conversation(thread)
+    assert conversation is not None and conversation.status is Status.ACTIVE
+    answer = await bot.command(f"end {permalink(thread)} spam", user=MOD)
+    held = bot.slack.responses[-1].body
+    message = {"ts": "1700000000.000002", "blocks": held["blocks"]}
+
     # A member who is not a moderator cannot use the button (rights are checked at click time).
     before = len(bot.slack.responses)
     await bot.click(message, "lastresort_override_end", user=ALICE)
@@ -108,9 +121,10 @@ async def test_path3_a_moderator_end_runs_the_review_when_nothing_is_marked(bot:
     answer = await bot.command(f"end {permalink(thread)}", user=MOD)
     assert "may be at risk (harm_to_others)" in answer
     assert len(review_texts(bot, GATE_LEAD)) == 1
-    # Nothing found: the end goes through (reviewed once more, on the branch as it is now).
+    # The finding marked everyone in that branch (the review does not say who): Alice's other threads are held
+    # too. Someone else's conversation, where the review finds nothing, ends (reviewed on the branch as it is).
     bot.claude.push_review(Reply.assessment(at_risk=False))
-    other = await bot.mention("hello there")
+    other = await bot.mention("hello there", user=BOB)
     await bot.answered(other)
     answer = await bot.command(f"end {permalink(other)} off topic", user=MOD)
     assert "Ended conversation" in answer
