@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from core.audit import Auditor, moderator_actor, user_actor
@@ -190,10 +190,11 @@ class ConversationService:
             # theirs now, and what they post next in it must reach the model.
             conversation = await self._store.get_or_create_conversation(key=message.key, owner_id=message.author_id)
         if conversation.is_ended:
-            return AlreadyEnded(conversation, self._settings.notices.ended_reply)
+            ended = AlreadyEnded(conversation, self._settings.notices.ended_reply)
+            return replace(ended, text=await self._tripwire_unstored(conversation, message, ended.text))
         rejected = self.check_text(message.text) or await self._over_budget(message)
         if rejected:
-            return rejected
+            return replace(rejected, text=await self._tripwire_unstored(conversation, message, rejected.text))
         stored = await self._store.add_message(
             NewMessage(
                 conversation_id=conversation.id,
@@ -211,6 +212,18 @@ class ConversationService:
             return Ignored("duplicate")
         self._metrics.observe_message(message.key.platform)
         return Received(conversation, stored, message.budget_scope)
+
+    async def _tripwire_unstored(self, conversation: Conversation, message: InboundMessage, text: str) -> str:
+        """A message that reaches no model (its conversation ended, or it was refused) still goes past the
+        tripwire: the author is marked, so their next conversation is not ended on them, and they see the
+        support resources with the answer."""
+        # Read only as far as a message may be long: a huge one must not cost a huge scan.
+        found = self._risk.tripwire(message.text[: self._settings.limits.max_message_chars])
+        if not found:
+            return text
+        await self._risk.mark(conversation, authors=[message.author_id], categories=found, source="tripwire")
+        guard = self._settings.risk_guard
+        return f"{text}\n\n{guard.support_message}" if guard.support_resources_enabled else text
 
     async def answer_received(self, received: Received, on_text: TextSink | None = None) -> Outcome:
         return await self._answer_locked(received.conversation, received.message, on_text, received.budget_scope)

@@ -196,3 +196,16 @@ def test_an_ending_fails_closed_too(fake_anthropic: FakeAnthropic, db: Path) -> 
     assert "has ended" not in result.stdout and not ended(db)
     assert "We can still talk." in result.stdout
     assert ("ending_refused", "review_unavailable") in audit(db)
+
+
+def test_words_posted_into_an_ended_conversation_still_mark_their_author(
+    fake_anthropic: FakeAnthropic, db: Path
+) -> None:
+    fake_anthropic.push(END_REQUESTED, Reply.text("Hello again."), WARN, END_ABUSE, Reply.text("I'm here."))
+    result = chat(
+        fake_anthropic, db, "end this", "y", "i want to die", "/new", "hi", "you are useless", "still useless"
+    )
+    assert "your message was not sent" in result.stdout
+    assert "[warning]" not in result.stdout.split("Started conversation 2.")[1]
+    assert warnings(db) == 0
+    assert ("risk_marked", "tripwire") in audit(db)
