@@ -16,10 +16,12 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
+from core.audit import MODEL_ACTOR
 from core.domain import Conversation, RecordedWarning, Role, StoredMessage
 from core.outcomes import Ended, Outcome, Reply, WarningGiven
 from core.ports import Clock, Store
 from core.settings import NoticeSettings, Settings
+from core.storage.rows import EVERY_SEQ
 from core.thread_locks import ThreadLocks
 from core.turns import ending_notice
 
@@ -28,7 +30,7 @@ log = logging.getLogger(__name__)
 # Answers older than this are not posted any more: nobody is waiting for them.
 DEFAULT_WITHIN_SECONDS = 24 * 3600.0
 
-EVERYTHING = 2**62  # a seq after every message
+EVERYTHING = EVERY_SEQ  # a seq after every message
 Show = Callable[[Outcome | None], Awaitable[None]]
 
 
@@ -60,8 +62,15 @@ def stored_answer(
     assistants = [m for m in run if m.role is Role.ASSISTANT]
     text = assistants[-1].text.strip()
     later_user_text = any(m.is_user_text for m in history if m.seq > run[-1].seq)
+    ended_here = any(
+        b.get("type") == "tool_use" and b.get("name") == "end_conversation" for m in assistants for b in m.blocks
+    )
     if conversation.is_ended and not later_user_text:
-        return Ended(conversation, text, ending_notice(conversation, notices))
+        if ended_here and conversation.ended_by == MODEL_ACTOR:
+            return Ended(conversation, text, ending_notice(conversation, notices))
+        # Ended since by someone else (a moderator, the owner's confirmation), who showed the notice: an
+        # answer from before would only confuse now.
+        return None
     seqs = {m.seq for m in assistants}
     warning = next((w for w in warnings if w.after_seq in seqs), None)
     if warning is not None:
@@ -95,17 +104,20 @@ class Deliveries:
             older_than=now - timedelta(seconds=older_than_seconds),
             newer_than=now - timedelta(seconds=within_seconds),
         )
+        # The oldest first: an earlier answer that never arrived (a warning, say) is shown before later ones.
         newest: dict[int, StoredMessage] = {}
         for message in found:
-            newest[message.conversation_id] = message
+            newest.setdefault(message.conversation_id, message)
         cutoff = now - timedelta(seconds=older_than_seconds)
         due = []
         for message in newest.values():
             # Counted from when the answer was stored, not from when the message came: a slow answer may
             # be on its way to the platform right now, and must not be posted a second time beside it.
+            # The last row of the answer: a turn that called a tool stores its continuation later.
             history = await self._store.messages(message.conversation_id)
-            reply = next((m for m in history if m.seq > message.seq and m.role is Role.ASSISTANT), None)
-            stored_at = reply.created_at if reply is not None else message.created_at
+            run = answer_run(history, message.seq)
+            stamps = [m.created_at for m in run if m.created_at is not None]
+            stored_at = max(stamps) if stamps else message.created_at
             if stored_at is None or stored_at < cutoff:
                 due.append(message)
         return due

@@ -648,9 +648,14 @@ class PostgresStore:
             """UPDATE messages SET delivered = TRUE
                WHERE conversation_id = $1 AND NOT delivered AND answered AND seq < COALESCE(
                    (SELECT MIN(r.seq) FROM messages r
-                    WHERE r.conversation_id = $1 AND r.role = 'assistant' AND r.seq > $2), $2 + 1)""",
+                    WHERE r.conversation_id = $1 AND r.role = 'assistant' AND r.seq > $2), $2 + 1)
+               AND ($3 OR seq > COALESCE(
+                   (SELECT MAX(p.seq) FROM messages p
+                    WHERE p.conversation_id = $1 AND p.role = 'assistant' AND p.seq < $2), 0))""",
+            # Only the messages this answer answered: an earlier answer that never arrived stays pending.
             conversation_id,
             trigger_seq,
+            trigger_seq >= rows.EVERY_SEQ,
         )
 
     async def undelivered(self, *, platform: str, older_than: datetime, newer_than: datetime) -> list[StoredMessage]:

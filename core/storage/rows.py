@@ -138,6 +138,10 @@ def redact_blocks(blocks: tuple[dict[str, Any], ...]) -> str:
     return dump_blocks(tuple(redacted))
 
 
+# A seq after every message: "everything answered so far" (a new branch's only answer).
+EVERY_SEQ = 2**62
+
+
 def split_categories(joined: str) -> list[str]:
     return [c for c in joined.split(",") if c]
 

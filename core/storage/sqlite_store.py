@@ -580,8 +580,20 @@ class SqliteStore:
             """UPDATE messages SET delivered = 1
                WHERE conversation_id = ? AND delivered = 0 AND answered = 1 AND seq < COALESCE(
                    (SELECT MIN(r.seq) FROM messages r
-                    WHERE r.conversation_id = ? AND r.role = 'assistant' AND r.seq > ?), ? + 1)""",
-            (conversation_id, conversation_id, trigger_seq, trigger_seq),
+                    WHERE r.conversation_id = ? AND r.role = 'assistant' AND r.seq > ?), ? + 1)
+               AND (? OR seq > COALESCE(
+                   (SELECT MAX(p.seq) FROM messages p
+                    WHERE p.conversation_id = ? AND p.role = 'assistant' AND p.seq < ?), 0))""",
+            # Only the messages this answer answered: an earlier answer that never arrived stays pending.
+            (
+                conversation_id,
+                conversation_id,
+                trigger_seq,
+                trigger_seq,
+                trigger_seq >= rows.EVERY_SEQ,
+                conversation_id,
+                trigger_seq,
+            ),
         )
 
     async def undelivered(self, *, platform: str, older_than: datetime, newer_than: datetime) -> list[StoredMessage]:

@@ -3,6 +3,7 @@ second model call) and redelivered under the thread's lease at most once."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -79,7 +80,15 @@ async def test_the_stored_answer_is_rebuilt_as_the_outcome_it_was(
     ended = await store.end_conversation(
         conversation_id=conversation.id, reason=EndReason.PERSISTENT_ABUSE, explanation="Enough.", actor="model"
     )
-    outcome = stored_answer(ended, history, [], second.seq, notices)
+    # Ended since by something other than this answer: whoever ended it showed the notice; nothing to repeat.
+    assert stored_answer(ended, history, [], second.seq, notices) is None
+    # An answer that ended it is shown again as the ending it was.
+    [*before, reply] = [m for m in history if m.seq <= stored[0].seq]
+    ending = replace(
+        reply,
+        blocks=(*reply.blocks, {"type": "tool_use", "id": "t1", "name": "end_conversation", "input": {}}),
+    )
+    outcome = stored_answer(ended, [*before, ending], [], second.seq, notices)
     assert isinstance(outcome, Ended) and outcome.notice.explanation == "Enough."
     # Nothing stored after a message (the model was unavailable): nothing to show again.
     third = await store.add_message(user(conversation.id, "and?", "p-and"))

@@ -1102,3 +1102,28 @@ async def test_end_if_current_refuses_a_stale_snapshot(store: OpenableStore) -> 
     assert ended is not None and ended.status is Status.ENDED and ended.ended_by == "model"
     # Already ended: nothing to do a second time.
     assert await store.end_if_current(conversation_id=conversation.id, after_message_id=later.id, **args) is None
+
+
+async def test_a_later_answer_delivered_leaves_an_earlier_undelivered_one_pending(
+    store: OpenableStore, clock: ManualClock
+) -> None:
+    start = clock.now()
+    chat = await new_conversation(store, "chat", platform="discord")
+    first = await store.add_message(text(chat.id, "one", platform_message_id="d1"))
+    assert first is not None
+    await store.complete_turn(
+        conversation_id=chat.id,
+        replies=[reply(chat.id, "a warning")],
+        after_seq=first.seq,
+        answered_up_to_seq=first.seq,
+    )
+    second = await store.add_message(text(chat.id, "two", platform_message_id="d2"))
+    assert second is not None
+    await store.complete_turn(
+        conversation_id=chat.id, replies=[reply(chat.id, "later")], after_seq=second.seq, answered_up_to_seq=second.seq
+    )
+    # The second answer reached the platform; the first (a formal warning, say) never did.
+    await store.mark_delivered(conversation_id=chat.id, trigger_seq=second.seq)
+    cutoff = clock.advance(60)
+    pending = await store.undelivered(platform="discord", older_than=cutoff, newer_than=start)
+    assert [m.id for m in pending] == [first.id]
