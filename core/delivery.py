@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import timedelta
 
 from core.audit import MODEL_ACTOR
@@ -84,6 +85,7 @@ class Deliveries:
         self._clock = clock
         self._locks = locks
         self._notices = settings.notices
+        self._guard = settings.risk_guard
 
     async def delivered(self, *, conversation_id: int, trigger_seq: int | None = None) -> None:
         """The platform accepted the answer to the message at `trigger_seq` (None: to every answered
@@ -134,6 +136,18 @@ class Deliveries:
             current = next((m for m in history if m.id == message.id), None)
             if conversation is None or current is None or current.delivered:
                 return False
-            await show(stored_answer(conversation, history, warnings, current.seq, self._notices))
+            answer = stored_answer(conversation, history, warnings, current.seq, self._notices)
+            if isinstance(answer, Reply) and self._guard.support_resources_enabled:
+                # The support resources may have been in the answer that never arrived: with a conversation
+                # marked at risk, they come again (shown twice is the safe side of shown never).
+                marks = await self._store.risk_marks(
+                    conversation_id=conversation.id,
+                    platform=conversation.key.platform,
+                    author_ids=[],
+                    since=self._clock.now(),
+                )
+                if marks.conversation_marked:
+                    answer = replace(answer, support=self._guard.support_message)
+            await show(answer)
             await self._store.mark_delivered(conversation_id=conversation.id, trigger_seq=current.seq)
         return True

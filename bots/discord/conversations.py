@@ -37,6 +37,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Final, Protocol
 
+import aiohttp
 import discord
 
 from bots.discord.content import ONLY_TEXT, readable_text
@@ -417,6 +418,10 @@ class DiscordConversations:
                 "cannot lock an ended thread", extra={"thread_id": thread.id, "status": exc.status, "code": exc.code}
             )
             return f"Discord answered {exc.status}" + (f" (error {exc.code})" if exc.code else "")
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            # discord.py passes transport failures on unwrapped: the notice must still go out.
+            log.warning("cannot lock an ended thread", extra={"thread_id": thread.id, "error": type(exc).__name__})
+            return f"the connection to Discord failed ({type(exc).__name__})"
         return ""
 
     @staticmethod
@@ -425,12 +430,12 @@ class DiscordConversations:
     ) -> bool:
         try:
             await show_notice()
-        except discord.HTTPException as exc:
+        except (discord.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as exc:
             # People must learn that it ended: the same news without embed and buttons, if that goes through.
-            log.warning("discord ending notice failed", extra={"status": exc.status, "code": exc.code})
+            log.warning("discord ending notice failed", extra={"error": type(exc).__name__})
             try:
                 await send_text(channel, plain_notice(notice))
-            except discord.HTTPException:
+            except (discord.HTTPException, aiohttp.ClientError, OSError, TimeoutError):
                 return False
         return True
 
@@ -439,7 +444,11 @@ class DiscordConversations:
         if thread.guild.id in self._told_cannot_lock:
             return
         self._told_cannot_lock.add(thread.guild.id)
-        await send_text(thread, CANNOT_LOCK)
+        # After the notice: failing to tell this must not count the ending as not shown.
+        try:
+            await send_text(thread, CANNOT_LOCK)
+        except (discord.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.warning("cannot tell the thread it is not locked", extra={"error": type(exc).__name__})
 
     @staticmethod
     async def _archive(thread: discord.Thread) -> None:
