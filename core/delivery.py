@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 DEFAULT_WITHIN_SECONDS = 24 * 3600.0
 
 EVERYTHING = EVERY_SEQ  # a seq after every message
-Show = Callable[[Outcome | None], Awaitable[None]]
+# Shows an answer again; False: not now (a live answer is on its way), so it is not counted delivered.
+Show = Callable[[Outcome | None], Awaitable[bool | None]]
 
 
 def answer_run(history: Sequence[StoredMessage], trigger_seq: int) -> list[StoredMessage]:
@@ -148,6 +149,7 @@ class Deliveries:
                 )
                 if marks.conversation_marked:
                     answer = replace(answer, support=self._guard.support_message)
-            await show(answer)
+            if await show(answer) is False:
+                return False
             await self._store.mark_delivered(conversation_id=conversation.id, trigger_seq=current.seq)
         return True

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -179,7 +180,9 @@ class DiscordConversations:
         # Servers whose moderators were told something else, by what: once per server and process.
         self._told_moderators: set[tuple[int, str]] = set()
         # Conversations whose answer this process is posting right now: recovery leaves them alone.
-        self._showing: set[int] = set()
+        # Conversations whose answer is being made or shown here (a count: two messages of one thread may be
+        # on their way): recovery must not post a stored answer beside a live one.
+        self._showing: Counter[int] = Counter()
 
     @property
     def deliveries(self) -> Deliveries:
@@ -272,8 +275,13 @@ class DiscordConversations:
                 received = Rejected("unreadable", ONLY_TEXT)
             await self._show(place, writer, received, original)
             return
-        outcome = await _answering(writer, self._service.answer_received(received, writer.on_text))
-        await self._deliver(place, writer, outcome, received.message.seq, original)
+        conversation_id = received.conversation.id
+        self._showing[conversation_id] += 1
+        try:
+            outcome = await _answering(writer, self._service.answer_received(received, writer.on_text))
+            await self._deliver(place, writer, outcome, received.message.seq, original)
+        finally:
+            self._shown(conversation_id)
 
     async def _deliver(
         self,
@@ -290,7 +298,7 @@ class DiscordConversations:
         if conversation is None or isinstance(outcome, Ignored):
             await self._show(place, writer, outcome, original)
             return  # nothing stored to deliver (or answered together with an earlier message, shown there)
-        self._showing.add(conversation.id)
+        self._showing[conversation.id] += 1
         try:
             await self._show(place, writer, outcome, original)
         except (discord.HTTPException, NoticeNotShownError) as exc:
@@ -302,7 +310,7 @@ class DiscordConversations:
                 await writer.withdraw()
             return
         finally:
-            self._showing.discard(conversation.id)
+            self._shown(conversation.id)
         await self._deliveries.delivered(conversation_id=conversation.id, trigger_seq=trigger_seq)
 
     # -- permissions --------------------------------------------------------------------------------------
@@ -605,6 +613,11 @@ class DiscordConversations:
             return
         await self._deliver(place, writer, outcome, message.seq)
 
+    def _shown(self, conversation_id: int) -> None:
+        self._showing[conversation_id] -= 1
+        if self._showing[conversation_id] <= 0:
+            del self._showing[conversation_id]
+
     async def redeliver(self, message: StoredMessage) -> None:
         """Post the stored answer to a message whose answer Discord never accepted (raises if it fails again)."""
         if message.conversation_id in self._showing:
@@ -614,9 +627,11 @@ class DiscordConversations:
             return
         place = Place(await self._channel_of(conversation.key), conversation.key)
 
-        async def show(outcome: Outcome | None) -> None:
+        async def show(outcome: Outcome | None) -> bool:
+            if message.conversation_id in self._showing:
+                return False  # checked again under the thread's lock: a live answer got there first
             if outcome is None:
-                return  # nothing was stored to show (the model was unavailable or refused)
+                return True  # nothing was stored to show (the model was unavailable or refused)
             if not await self._can_post(place):
                 raise CannotPostError
             writer = self._writer(place)
@@ -626,6 +641,7 @@ class DiscordConversations:
                 with contextlib.suppress(Exception):
                     await writer.withdraw()
                 raise
+            return True
 
         if await self._deliveries.redeliver(message, show):
             log.info("delivered a stored answer", extra={"conversation": conversation.id})
