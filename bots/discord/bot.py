@@ -156,6 +156,8 @@ class DiscordAdapter:
         self._background: set[asyncio.Task[bool]] = set()
         self._recovery: RecoveryLoop | None = None
         self._ready = asyncio.Event()
+        # Shards whose connection is down: ready again only when none is (one shard's news is not all of them).
+        self._shards_down: set[int] = set()
         self._starting = False
         self._stopping = False
         self._components: Components | None = None
@@ -239,6 +241,8 @@ class DiscordAdapter:
         handlers = (
             self.on_ready,
             self.on_shard_ready,
+            self.on_shard_resumed,
+            self.on_shard_disconnect,
             self.on_resumed,
             self.on_disconnect,
             self.on_message,
@@ -382,11 +386,25 @@ class DiscordAdapter:
 
     async def on_shard_ready(self, shard_id: int) -> None:
         # With shards, one shard's fresh session is only a shard_ready (ready comes once, for all of them).
+        self._shard_up(shard_id)
         if self._ready.is_set():
             self._catch_up()
 
+    async def on_shard_resumed(self, shard_id: int) -> None:
+        self._shard_up(shard_id)
+
+    async def on_shard_disconnect(self, shard_id: int) -> None:
+        if not self._stopping:
+            self._shards_down.add(shard_id)
+
+    def _shard_up(self, shard_id: int) -> None:
+        self._shards_down.discard(shard_id)
+        if self._ready.is_set() and not self._shards_down:
+            self._runtime.readiness.report(READINESS, ready=True)
+
     async def on_resumed(self) -> None:
-        self._runtime.readiness.report(READINESS, ready=True)
+        if not self._shards_down:
+            self._runtime.readiness.report(READINESS, ready=True)
 
     async def on_disconnect(self) -> None:
         if not self._stopping:

@@ -679,6 +679,9 @@ class DiscordConversations:
                 answered += await self._catch_up_thread(active)
             except discord.HTTPException as exc:
                 log.warning("catching up on a thread failed", extra={"status": exc.status, "code": exc.code})
+            except Exception as exc:
+                # One thread that cannot be read (a dropped connection, a channel gone) must not stop the rest.
+                log.warning("catching up on a thread failed", extra={"error": type(exc).__name__})
         if answered:
             log.info("answered messages sent while disconnected", extra={"count": answered})
         return answered
