@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from typing import Protocol
 
 from slack_sdk.errors import SlackApiError
@@ -55,6 +56,9 @@ class SlackConversations:
         self._client = client
         # An answer counts once Slack took it; without this (tests of other parts), nothing is re-posted.
         self._deliveries = deliveries
+        # Conversations whose answer is being made or posted here (a count: two messages of one thread may be
+        # on their way): recovery must not post a stored answer beside a live one.
+        self._answering: Counter[int] = Counter()
         self._service = service
         self._store = store
         self._names = names
@@ -140,6 +144,18 @@ class SlackConversations:
             message_id=message.id,
             channel=key.place,
         )
+        self._answering[conversation.id] += 1
+        try:
+            await self._answer_and_post(message, conversation, writer, keeper)
+        finally:
+            self._answering[conversation.id] -= 1
+            if self._answering[conversation.id] <= 0:
+                del self._answering[conversation.id]
+
+    async def _answer_and_post(
+        self, message: StoredMessage, conversation: Conversation, writer: StreamedReply, keeper: DraftKeeper
+    ) -> None:
+        key = conversation.key
         try:
             outcome = await self._service.answer_pending(message, keeper.on_text, under_lease=keeper.sweep)
         except asyncio.CancelledError:
@@ -168,12 +184,16 @@ class SlackConversations:
             return
         key = conversation.key
 
-        async def show(outcome: Outcome | None) -> None:
+        async def show(outcome: Outcome | None) -> bool:
+            if conversation.id in self._answering:
+                return False  # checked under the thread's lock: a live answer is on its way (a slow post)
             if outcome is not None:
                 writer = self._writer(channel=key.place, thread_ts=key.thread, user=message.author_id or "")
                 await writer.finish(render_outcome(outcome))
+            return True
 
-        await self._deliveries.redeliver(message, show)
+        if conversation.id not in self._answering:
+            await self._deliveries.redeliver(message, show)
 
     async def tell_undelivered(self, message: StoredMessage) -> None:
         """After giving up on posting an answer: say so plainly, once, in its thread."""
