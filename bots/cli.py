@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
@@ -311,6 +312,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"lastresort: {problem}", file=sys.stderr)
             return EXIT_CONFIG
         env = _limit_adapters(env, args.adapters)
+    if args.command == "chat":
+        # Interactive: Ctrl-C always ends it, even when started from a shell that left SIGINT ignored
+        # (background jobs inherit that, and Python then installs no handler of its own).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return asyncio.run(command(env, settings))
     except StoreUnavailableError as exc:
