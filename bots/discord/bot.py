@@ -272,7 +272,15 @@ class DiscordAdapter:
             ready.cancel()
         if connection in done:
             error = connection.exception()
-            raise RuntimeError(gateway_failure(error)) from error
+            reason = gateway_failure(error)
+            if reason != GATEWAY_ENDED:
+                raise RuntimeError(reason) from error
+            # Not refused, only not reached (the network, the URL): the same as never connecting later on,
+            # a stop a restart may well mend, not a configuration error.
+            why = f"could not connect to the Discord gateway ({type(error).__name__}): check DISCORD_GATEWAY_URL"
+            log.error("discord never connected: %s; stopping the process", why)
+            self._runtime.shutdown.request(f"discord: {why}", exit_code=EXIT_NEVER_CONNECTED)
+            return
         if ready not in done:
             log.warning("discord is not ready yet; still connecting in the background")
 
