@@ -27,6 +27,8 @@ from core.settings import Settings
 log = logging.getLogger(__name__)
 
 SCREEN_RETRY_SECONDS = 1.0
+# The category of an author whose message no screen could read.
+UNSCREENED = "unscreened"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +121,19 @@ class RiskWatch:
         return newly
 
     async def note_screen(self, conversation: Conversation, result: ReviewResult, *, authors: Sequence[str]) -> bool:
-        """What a finished screen found; True if it newly marked the conversation. A failed screen decides
-        nothing (the gate, which fails closed, runs before anything that matters)."""
+        """What a finished screen found; True if it newly marked the conversation. A screen that could not
+        answer (twice) leaves its authors marked `unscreened` for the author's window: this conversation's gate
+        reads the whole branch anyway, but their other conversations' gates never see these messages, and
+        not knowing is treated like may be at risk."""
         if isinstance(result, ReviewUnavailable):
             log.warning("risk screen unavailable", extra={"conversation": conversation.id, "problem": result.problem})
+            if authors:
+                await self._store.mark_authors_at_risk(
+                    platform=conversation.key.platform, author_ids=authors, categories=[UNSCREENED]
+                )
+                await self._auditor.record(
+                    AuditKind.RISK_MARKED, conversation.id, MODEL_ACTOR, "unscreened", categories=UNSCREENED
+                )
             return False
         if not result.at_risk:
             return False

@@ -511,6 +511,21 @@ class PostgresStore:
             support_shown=bool(own["support_shown"]) if own else False,
         )
 
+    async def mark_authors_at_risk(
+        self, *, platform: str, author_ids: Sequence[str], categories: Sequence[str]
+    ) -> None:
+        await self.pool.execute(
+            f"""INSERT INTO author_risk (platform, author_id, categories, last_signal_at)
+                SELECT $1, author, $3, $4 FROM unnest($2::text[]) AS author
+                ON CONFLICT (platform, author_id) DO UPDATE SET
+                categories = {_MERGED_CATEGORIES.format(table="author_risk")},
+                last_signal_at = EXCLUDED.last_signal_at""",
+            platform,
+            sorted(set(author_ids)),
+            rows.join_categories(categories, ""),
+            self._now(),
+        )
+
     async def note_support_shown(self, *, conversation_id: int) -> None:
         await self.pool.execute(
             "UPDATE conversation_risk SET support_shown = TRUE WHERE conversation_id = $1", conversation_id

@@ -453,6 +453,25 @@ class SqliteStore:
 
         return await self._on_thread(read)
 
+    async def mark_authors_at_risk(
+        self, *, platform: str, author_ids: Sequence[str], categories: Sequence[str]
+    ) -> None:
+        now = self._now()
+
+        def mark(db: sqlite3.Connection) -> None:
+            for author in sorted(set(author_ids)):
+                had = db.execute(
+                    "SELECT categories FROM author_risk WHERE platform = ? AND author_id = ?", (platform, author)
+                ).fetchone()
+                db.execute(
+                    """INSERT INTO author_risk (platform, author_id, categories, last_signal_at) VALUES (?, ?, ?, ?)
+                       ON CONFLICT (platform, author_id)
+                       DO UPDATE SET categories = excluded.categories, last_signal_at = excluded.last_signal_at""",
+                    (platform, author, rows.join_categories(categories, had["categories"] if had else ""), now),
+                )
+
+        await self._tx(mark)
+
     async def note_support_shown(self, *, conversation_id: int) -> None:
         await self._write(
             "UPDATE conversation_risk SET support_shown = 1 WHERE conversation_id = ?", (conversation_id,)

@@ -209,3 +209,31 @@ def test_words_posted_into_an_ended_conversation_still_mark_their_author(
     assert "[warning]" not in result.stdout.split("Started conversation 2.")[1]
     assert warnings(db) == 0
     assert ("risk_marked", "tripwire") in audit(db)
+
+
+def test_an_author_whose_messages_no_screen_could_read_is_not_warned_elsewhere(
+    fake_anthropic: FakeAnthropic, db: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "lastresort.yaml"
+    config.write_text("risk_review:\n  max_retries: 0\n", encoding="utf-8")
+
+    def screens_fail(request: JSON) -> Reply:
+        if review_text(request).startswith(SCREEN_LEAD):
+            return Reply.error(529)
+        return Reply.assessment(at_risk=False)
+
+    fake_anthropic.set_review_responder(screens_fail)
+    fake_anthropic.push(Reply.text("I see."), Reply.text("Hi."), WARN, Reply.text("Let's keep talking."))
+    result = chat(
+        fake_anthropic,
+        db,
+        "things are hard lately",
+        "/new",
+        "hello",
+        "you are useless",
+        env={"LASTRESORT_CONFIG": str(config)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "[warning]" not in result.stdout and warnings(db) == 0
+    assert ("risk_marked", "unscreened") in audit(db)
+    assert gates(fake_anthropic) == []  # held by the mark: not knowing counts as may be at risk

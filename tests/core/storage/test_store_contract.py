@@ -1127,3 +1127,12 @@ async def test_a_later_answer_delivered_leaves_an_earlier_undelivered_one_pendin
     cutoff = clock.advance(60)
     pending = await store.undelivered(platform="discord", older_than=cutoff, newer_than=start)
     assert [m.id for m in pending] == [first.id]
+
+
+async def test_authors_alone_can_be_marked(store: OpenableStore, clock: ManualClock) -> None:
+    conversation = await new_conversation(store)
+    await store.mark_authors_at_risk(platform=SLACK, author_ids=["U1", "U1"], categories=["unscreened"])
+    await store.mark_authors_at_risk(platform=SLACK, author_ids=["U1"], categories=["crisis"])
+    marks = await store.risk_marks(conversation_id=conversation.id, platform=SLACK, author_ids=["U1"], since=START)
+    assert marks.authors == {"U1"} and not marks.conversation_marked
+    assert await store.prune_author_marks(older_than=clock.advance(hours=25)) == 1
