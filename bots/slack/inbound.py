@@ -22,7 +22,7 @@ DIRECT_CHANNEL_TYPES = frozenset({"im"})
 
 # Forwarded, attached and shared text reaches the model and the risk review, each piece capped so that one
 # long share cannot crowd out what the person wrote (or push the message over the length limit).
-MAX_ATTACHED_CHARS = 4000
+MAX_ATTACHED_CHARS = 12_000
 
 _PERMALINK_RE = re.compile(r"/archives/(?P<channel>[CDG][A-Z0-9]+)/p(?P<digits>\d{7,})")
 
@@ -177,11 +177,14 @@ def user_edit(event: dict[str, Any], bot_user_id: str | None) -> SlackEdit | Non
         return None
     if _is_from_a_bot(changed, bot_user_id) or changed.get("text") == previous.get("text"):
         return None
+    said = inbound_text(str(changed.get("text") or ""), bot_user_id)
+    attached = attached_text(changed, bot_user_id)
     return SlackEdit(
         channel=channel,
         ts=ts,
         user=user,
-        text=inbound_text(str(changed.get("text") or ""), bot_user_id),
+        # What was forwarded or attached stays with the edited text: the branch reads all of it.
+        text="\n\n".join(part for part in (said, attached) if part),
         edited_ts=str(edited.get("ts") or event.get("ts") or ""),
     )
 
