@@ -34,6 +34,10 @@ MAX_DELIVERY_BACKOFF_SECONDS = 300.0
 Deliver = Callable[[StoredMessage], Awaitable[None]]
 
 
+class Undeliverable(Exception):
+    """Raised by a redelivery the platform will never accept: the message stops being tried."""
+
+
 class RecoveryLoop:
     def __init__(
         self,
@@ -80,9 +84,12 @@ class RecoveryLoop:
     async def sweep(self) -> int:
         """Start answering every unanswered message found; returns how many were started."""
         started = 0
+        now = self._clock()
         for message in await self._service.unanswered(platform=self._platform, older_than_seconds=self._age):
             if message.conversation_id in self._running:
                 continue
+            if self._failures.get(message.id, (0, 0.0))[1] > now:
+                continue  # backing off (say, a thread the bot may not post in)
             self._running[message.conversation_id] = asyncio.create_task(self._answer(message))
             started += 1
         return started + await self._sweep_undelivered()
@@ -111,10 +118,19 @@ class RecoveryLoop:
                 await deliver(message)
         except ShuttingDownError:
             return
+        except Undeliverable as exc:
+            # The platform will never take it (the channel is gone, the person's DMs are closed): settled, so
+            # that it stops being tried. The audit trail and the log keep that it never arrived.
+            log.warning(
+                "a stored answer can never be delivered; given up",
+                extra={"conversation": message.conversation_id, "error": str(exc)[:100]},
+            )
+            self._failures.pop(message.id, None)
+            if self._deliveries is not None:
+                await self._deliveries.delivered(conversation_id=message.conversation_id, trigger_seq=message.seq)
         except Exception as exc:
             failures += 1
-            backoff = min(self._interval * 2 ** (failures - 1), MAX_DELIVERY_BACKOFF_SECONDS)
-            self._failures[message.id] = (failures, self._clock() + backoff)
+            self._failures[message.id] = (failures, self._clock() + self._backoff(failures))
             log.warning(
                 "delivering a stored answer failed; will retry",
                 extra={"conversation": message.conversation_id, "attempts": failures, "error": type(exc).__name__},
@@ -124,14 +140,24 @@ class RecoveryLoop:
         finally:
             self._running.pop(message.conversation_id, None)
 
+    def _backoff(self, failures: int) -> float:
+        return float(min(self._interval * 2 ** (failures - 1), MAX_DELIVERY_BACKOFF_SECONDS))
+
     async def _answer(self, message: StoredMessage) -> None:
         try:
             async with self._work.track():
                 await self._deliver(message)
         except ShuttingDownError:
             return
-        except Exception:
-            log.exception("recovering an unanswered message failed", extra={"conversation": message.conversation_id})
+        except Exception as exc:
+            failures = self._failures.get(message.id, (0, 0.0))[0] + 1
+            self._failures[message.id] = (failures, self._clock() + self._backoff(failures))
+            log.warning(
+                "recovering an unanswered message failed; will retry",
+                extra={"conversation": message.conversation_id, "attempts": failures, "error": type(exc).__name__},
+            )
+        else:
+            self._failures.pop(message.id, None)
         finally:
             self._running.pop(message.conversation_id, None)
 

@@ -81,6 +81,7 @@ from bots.discord.render import (
     thread_title,
 )
 from bots.discord.replies import DEFAULT_UPDATE_INTERVAL, StreamedReply, send_post, send_text
+from bots.recovery import Undeliverable
 from core.delivery import Deliveries
 from core.domain import ActiveThread, Conversation, StoredMessage, ThreadKey
 from core.outcomes import AlreadyEnded, Ended, EndingNotice, Ignored, NotAllowed, Outcome, Rejected
@@ -109,6 +110,10 @@ class DiscordStore(Protocol):
 
 class NoticeNotShownError(Exception):
     """Neither the ending notice nor its plain-text fallback reached Discord."""
+
+
+# Discord's error code for a DM to someone who takes none from this bot.
+CANNOT_DM = 50007
 
 
 class CannotPostError(Exception):
@@ -605,7 +610,8 @@ class DiscordConversations:
             return
         place = Place(await self._channel_of(conversation.key), conversation.key)
         if not await self._can_post(place):
-            return
+            # Moderators were told once; recovery backs off and tries again later (a permission may come).
+            raise CannotPostError
         writer = self._writer(place)
         outcome = await _answering(writer, self._service.answer_pending(message, writer.on_text))
         if isinstance(outcome, AlreadyEnded):  # nobody is waiting for a note about a post this old
@@ -655,10 +661,16 @@ class DiscordConversations:
         async def show(_: Outcome | None) -> None:
             try:
                 await send_text(await self._channel_of(conversation.key), UNDELIVERED)
-            except (discord.HTTPException, TypeError):
+            except (discord.HTTPException, TypeError) as exc:
                 if message.author_id is None or not message.author_id.isdigit():
                     raise
-                await send_text(await self._dm_channel(int(message.author_id)), UNDELIVERED)
+                try:
+                    await send_text(await self._dm_channel(int(message.author_id)), UNDELIVERED)
+                except discord.Forbidden as closed:
+                    if closed.code == CANNOT_DM and isinstance(exc, discord.NotFound):
+                        # The thread is gone and the person takes no DMs: nobody can be told, ever.
+                        raise Undeliverable("thread gone, DMs closed") from closed
+                    raise
 
         await self._deliveries.redeliver(message, show)
 
