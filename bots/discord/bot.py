@@ -158,6 +158,8 @@ class DiscordAdapter:
         self._ready = asyncio.Event()
         # Shards whose connection is down: ready again only when none is (one shard's news is not all of them).
         self._shards_down: set[int] = set()
+        self._catching_up: asyncio.Task[bool] | None = None
+        self._catch_up_again = False
         self._starting = False
         self._stopping = False
         self._components: Components | None = None
@@ -385,10 +387,20 @@ class DiscordAdapter:
         if conversations is None:
             return
 
+        if self._catching_up is not None and not self._catching_up.done():
+            # One at a time: rapid reconnects would otherwise read the same histories side by side. One more
+            # runs after it, for what arrived during the gap that started this call.
+            self._catch_up_again = True
+            return
+
         async def catch_up() -> None:
             await conversations.catch_up()
+            while self._catch_up_again:
+                self._catch_up_again = False
+                await conversations.catch_up()
 
         task = asyncio.create_task(self._guarded("catch-up", catch_up), name="discord-catch-up")
+        self._catching_up = task
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
