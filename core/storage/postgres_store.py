@@ -54,6 +54,13 @@ Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 _MERGED_CATEGORIES = """(SELECT string_agg(DISTINCT c, ',' ORDER BY c)
     FROM unnest(string_to_array({table}.categories || ',' || EXCLUDED.categories, ',')) AS c WHERE c <> '')"""
 
+# Each author's mark ($2, an array), categories added to what it had, signal now.
+_MARK_AUTHORS = f"""INSERT INTO author_risk (platform, author_id, categories, last_signal_at)
+    SELECT $1, author, $3, $4 FROM unnest($2::text[]) AS author
+    ON CONFLICT (platform, author_id) DO UPDATE SET
+    categories = {_MERGED_CATEGORIES.format(table="author_risk")},
+    last_signal_at = EXCLUDED.last_signal_at"""
+
 MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (
         1,
@@ -476,17 +483,7 @@ class PostgresStore:
                 now,
             )
             if author_ids:
-                await conn.execute(
-                    f"""INSERT INTO author_risk (platform, author_id, categories, last_signal_at)
-                        SELECT $1, author, $3, $4 FROM unnest($2::text[]) AS author
-                        ON CONFLICT (platform, author_id) DO UPDATE SET
-                        categories = {_MERGED_CATEGORIES.format(table="author_risk")},
-                        last_signal_at = EXCLUDED.last_signal_at""",
-                    platform,
-                    sorted(set(author_ids)),
-                    found,
-                    now,
-                )
+                await conn.execute(_MARK_AUTHORS, platform, sorted(set(author_ids)), found, now)
         return bool(inserted)
 
     async def risk_marks(
@@ -514,17 +511,8 @@ class PostgresStore:
     async def mark_authors_at_risk(
         self, *, platform: str, author_ids: Sequence[str], categories: Sequence[str]
     ) -> None:
-        await self.pool.execute(
-            f"""INSERT INTO author_risk (platform, author_id, categories, last_signal_at)
-                SELECT $1, author, $3, $4 FROM unnest($2::text[]) AS author
-                ON CONFLICT (platform, author_id) DO UPDATE SET
-                categories = {_MERGED_CATEGORIES.format(table="author_risk")},
-                last_signal_at = EXCLUDED.last_signal_at""",
-            platform,
-            sorted(set(author_ids)),
-            rows.join_categories(categories, ""),
-            self._now(),
-        )
+        found = rows.join_categories(categories, "")
+        await self.pool.execute(_MARK_AUTHORS, platform, sorted(set(author_ids)), found, self._now())
 
     async def note_support_shown(self, *, conversation_id: int) -> None:
         await self.pool.execute(

@@ -157,6 +157,22 @@ def placeholders(count: int) -> str:
     return ", ".join("?" * count)
 
 
+def _mark_authors(
+    db: sqlite3.Connection, *, platform: str, author_ids: Sequence[str], categories: Sequence[str], now: str
+) -> None:
+    """Inside a write transaction: each author's mark, categories added to what it had, signal now."""
+    for author in sorted(set(author_ids)):
+        had = db.execute(
+            "SELECT categories FROM author_risk WHERE platform = ? AND author_id = ?", (platform, author)
+        ).fetchone()
+        db.execute(
+            """INSERT INTO author_risk (platform, author_id, categories, last_signal_at) VALUES (?, ?, ?, ?)
+               ON CONFLICT (platform, author_id)
+               DO UPDATE SET categories = excluded.categories, last_signal_at = excluded.last_signal_at""",
+            (platform, author, rows.join_categories(categories, had["categories"] if had else ""), now),
+        )
+
+
 class SqliteStore:
     # One process per database file: threads are serialized in-process, without lease rows.
     multi_instance = False
@@ -410,16 +426,7 @@ class SqliteStore:
                    DO UPDATE SET categories = excluded.categories, last_signal_at = excluded.last_signal_at""",
                 (conversation_id, merged, source, now, now),
             )
-            for author in sorted(set(author_ids)):
-                had = db.execute(
-                    "SELECT categories FROM author_risk WHERE platform = ? AND author_id = ?", (platform, author)
-                ).fetchone()
-                db.execute(
-                    """INSERT INTO author_risk (platform, author_id, categories, last_signal_at) VALUES (?, ?, ?, ?)
-                       ON CONFLICT (platform, author_id)
-                       DO UPDATE SET categories = excluded.categories, last_signal_at = excluded.last_signal_at""",
-                    (platform, author, rows.join_categories(found, had["categories"] if had else ""), now),
-                )
+            _mark_authors(db, platform=platform, author_ids=author_ids, categories=found, now=now)
             return before is None
 
         return await self._tx(mark)
@@ -459,16 +466,7 @@ class SqliteStore:
         now = self._now()
 
         def mark(db: sqlite3.Connection) -> None:
-            for author in sorted(set(author_ids)):
-                had = db.execute(
-                    "SELECT categories FROM author_risk WHERE platform = ? AND author_id = ?", (platform, author)
-                ).fetchone()
-                db.execute(
-                    """INSERT INTO author_risk (platform, author_id, categories, last_signal_at) VALUES (?, ?, ?, ?)
-                       ON CONFLICT (platform, author_id)
-                       DO UPDATE SET categories = excluded.categories, last_signal_at = excluded.last_signal_at""",
-                    (platform, author, rows.join_categories(categories, had["categories"] if had else ""), now),
-                )
+            _mark_authors(db, platform=platform, author_ids=author_ids, categories=categories, now=now)
 
         await self._tx(mark)
 
