@@ -20,17 +20,8 @@ from tests.support.stores import (  # noqa: F401 - fixtures, by name
 )
 
 
-class NoUnanswered:
-    """The service as the loop's other sweep sees it, with nothing unanswered: only delivery runs."""
-
-    async def unanswered(self, *, platform: str, older_than_seconds: float) -> list[StoredMessage]:
-        return []
-
-
-async def test_the_recovery_loop_backs_off_then_gives_up_plainly(
-    sqlite_store: OpenableStore, clock: ManualClock, settings: Settings
-) -> None:
-    store = sqlite_store
+async def answered_but_undelivered(store: OpenableStore) -> StoredMessage:
+    """A Discord message whose answer is stored, and not yet delivered."""
     conversation = await store.get_or_create_conversation(key=ThreadKey("discord", "C1", "T1"), owner_id="U1")
     message = await store.add_message(
         NewMessage(
@@ -42,6 +33,21 @@ async def test_the_recovery_loop_backs_off_then_gives_up_plainly(
     await store.complete_turn(
         conversation_id=conversation.id, replies=[reply], after_seq=message.seq, answered_up_to_seq=message.seq
     )
+    return message
+
+
+class NoUnanswered:
+    """The service as the loop's other sweep sees it, with nothing unanswered: only delivery runs."""
+
+    async def unanswered(self, *, platform: str, older_than_seconds: float) -> list[StoredMessage]:
+        return []
+
+
+async def test_the_recovery_loop_backs_off_then_gives_up_plainly(
+    sqlite_store: OpenableStore, clock: ManualClock, settings: Settings
+) -> None:
+    store = sqlite_store
+    message = await answered_but_undelivered(store)
     clock.advance(60)
     locks = ThreadLocks(None, ttl_seconds=15, wait_seconds=5)
     ledger = Deliveries(store=store, clock=clock, locks=locks, settings=settings)
@@ -126,17 +132,7 @@ async def test_an_answer_the_platform_will_never_take_is_settled(
     sqlite_store: OpenableStore, clock: ManualClock, settings: Settings
 ) -> None:
     store = sqlite_store
-    conversation = await store.get_or_create_conversation(key=ThreadKey("discord", "C1", "T1"), owner_id="U1")
-    message = await store.add_message(
-        NewMessage(
-            conversation_id=conversation.id, role=Role.USER, blocks=({"type": "text", "text": "hi"},), answered=False
-        )
-    )
-    assert message is not None
-    reply = NewMessage(conversation_id=conversation.id, role=Role.ASSISTANT, blocks=({"type": "text", "text": "Hi"},))
-    await store.complete_turn(
-        conversation_id=conversation.id, replies=[reply], after_seq=message.seq, answered_up_to_seq=message.seq
-    )
+    message = await answered_but_undelivered(store)
     clock.advance(60)
     ledger = Deliveries(
         store=store, clock=clock, locks=ThreadLocks(None, ttl_seconds=15, wait_seconds=5), settings=settings
