@@ -47,7 +47,7 @@ async def test_the_recovery_loop_backs_off_then_gives_up_plainly(
     sqlite_store: OpenableStore, clock: ManualClock, settings: Settings
 ) -> None:
     store = sqlite_store
-    message = await answered_but_undelivered(store)
+    await answered_but_undelivered(store)
     clock.advance(60)
     locks = ThreadLocks(None, ttl_seconds=15, wait_seconds=5)
     ledger = Deliveries(store=store, clock=clock, locks=locks, settings=settings)
