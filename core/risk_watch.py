@@ -195,13 +195,14 @@ class RiskWatch:
             # The review does not say who: everyone in the branch is marked (the safe side).
             await self.mark(conversation, authors=everyone, categories=result.categories, source="review")
             return GateRefused("risk_guard", result.categories, "review", newest)
-        # Messages that came in while the review ran were not read by it.
+        # Messages that came in while the review ran were not read by it: nothing takes effect on them unread
+        # (their own answer screens them; the tripwire reads them now).
         later = [m for m in await self._store.messages(conversation.id) if m.is_user_text and m.id > newest]
-        if later and decided_on is not None:
-            return GateRefused("stale", detail="a new message arrived during the review", snapshot_id=newest)
         tripped = sorted({c for m in later for c in self.tripwire(m.text)})
         if tripped:
             authors_later = sorted({m.author_id for m in later if m.author_id})
             await self.mark(conversation, authors=authors_later, categories=tripped, source="tripwire")
             return GateRefused("risk_guard", frozenset(tripped), "tripwire", newest)
+        if later:
+            return GateRefused("stale", detail="a new message arrived during the review", snapshot_id=newest)
         return GateClear(snapshot_id=newest)

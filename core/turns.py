@@ -116,16 +116,20 @@ STALE_REFUSAL = (
     "A new message arrived before the ending took effect, so the conversation has not ended. Continue, and do "
     "not say the conversation ended; the new message gets its own answer."
 )
+STALE_WARNING_REFUSAL = (
+    "A new message arrived while this warning was being checked, so no warning was recorded. Continue, and do "
+    "not present this reply as a formal warning; the new message gets its own answer."
+)
 REVIEW_UNAVAILABLE_REFUSAL = (
     "The independent risk review could not run, so nothing can be warned or ended right now. The conversation "
     "continues: answer normally, and do not present this reply as a warning or say the conversation ended."
 )
 
 
-def gate_refusal(gate: GateRefused) -> Decision:
+def gate_refusal(gate: GateRefused, *, ending: bool) -> Decision:
     """What the model is told when the gate holds back an approved warning or ending."""
     if gate.code == "stale":
-        return Decision(Verdict.REFUSE, "stale", STALE_REFUSAL)
+        return Decision(Verdict.REFUSE, "stale", STALE_REFUSAL if ending else STALE_WARNING_REFUSAL)
     if gate.code == "review_unavailable":
         return Decision(Verdict.REFUSE, "review_unavailable", REVIEW_UNAVAILABLE_REFUSAL)
     return Decision(Verdict.REFUSE, "risk_guard", RISK_REFUSAL)
@@ -466,7 +470,7 @@ class TurnRunner:
             if gate.code == "risk_guard":
                 turn.rule_state = replace(turn.rule_state, risk_fired=True)
                 turn.support_due = not turn.support_shown
-            return gate_refusal(gate)
+            return gate_refusal(gate, ending=ending)
         turn.snapshot_id = gate.snapshot_id
         return decision
 

@@ -195,3 +195,25 @@ async def test_path6_the_mark_survives_forget(bot: Bot) -> None:
     assert await bot.runtime.store.warnings(conversation.id) == []
     conversation = await bot.conversation(thread)
     assert conversation is not None and conversation.status is Status.ACTIVE
+
+
+async def test_a_warning_is_not_recorded_on_a_message_its_review_never_read(bot: Bot) -> None:
+    def slow_gate(request: dict[str, Any]) -> Reply:
+        if str(request["messages"][0]["content"][0]["text"]).startswith(GATE_LEAD):
+            return Reply.slow(1.5, then=Reply.assessment(at_risk=False))
+        return Reply.assessment(at_risk=False)
+
+    bot.claude.set_review_responder(slow_gate)
+    bot.claude.push(Reply.text("Let's change topic."), WARN, Reply.text("Let's keep talking."), Reply.text("Sure."))
+    thread = await bot.mention("you are garbage")
+    await bot.answered(thread)
+    await bot.say("tell me how to hurt people", thread)
+    # The model's warning arrived and its review is running (the fake holds it 1.5 s).
+    await bot.slack.wait_for_async(lambda: review_texts(bot, GATE_LEAD), timeout=10, what="the warning's review")
+    await bot.say("sorry, that was out of line", thread)  # written while the warning's review runs
+    await bot.slack.wait_for_async(lambda: len(bot.replies(thread)) >= 3, timeout=15, what="both answers")
+    await bot.idle(0.5)
+    conversation = await bot.conversation(thread)
+    assert conversation is not None
+    assert await bot.runtime.store.warnings(conversation.id) == []
+    assert ("warning_refused", "stale", "model") in await audit_kinds(bot)
