@@ -100,15 +100,33 @@ def _render(message: StoredMessage) -> str | None:
     return f'<message n="{message.seq}" from="{who}">{_escape(chr(10).join(parts))}</message>'
 
 
-def transcript_fits(history: Sequence[StoredMessage], *, max_chars: int) -> bool:
-    return sum(len(line) + 1 for line in (_render(m) for m in history) if line is not None) <= max_chars
+def worded_lines(history: Sequence[StoredMessage], *, recent: int | None = None) -> list[str]:
+    """Each message that carries words as one transcript line, oldest first; with `recent`, only that many of
+    the newest (read from the end, so a long conversation costs the screen nothing more)."""
+    lines: list[str] = []
+    for message in reversed(history):
+        line = _render(message)
+        if line is not None:
+            lines.append(line)
+            if recent is not None and len(lines) >= recent:
+                break
+    lines.reverse()
+    return lines
+
+
+def fits(lines: Sequence[str], *, max_chars: int) -> bool:
+    return sum(len(line) + 1 for line in lines) <= max_chars
 
 
 def render_transcript(history: Sequence[StoredMessage], *, max_chars: int) -> str:
-    """Every message that carries words, oldest first. Past `max_chars` the middle goes: the start holds how
-    it began and the end what is happening now, and the sticky marks already hold what earlier screens found."""
-    rendered = [line for line in (_render(m) for m in history) if line is not None]
-    if sum(len(line) + 1 for line in rendered) > max_chars:
+    return transcript(worded_lines(history), max_chars=max_chars)
+
+
+def transcript(lines: Sequence[str], *, max_chars: int) -> str:
+    """The lines as one transcript. Past `max_chars` the middle goes (only the screen gets that far: the gate
+    refuses a branch it cannot read whole): the start holds how it began and the end what is happening now."""
+    rendered = list(lines)
+    if not fits(rendered, max_chars=max_chars):
         head_budget, tail_budget = max_chars // 4, max_chars - max_chars // 4
         head: list[str] = []
         used = 0
@@ -135,19 +153,15 @@ def review_request(
 ) -> ModelRequest:
     """The request: instructions (cached, as is the tool), then the transcript, all of it or the `recent`
     newest messages that carry words."""
-    worded = [m for m in history if _render(m) is not None]
-    if recent is not None:
-        worded = worded[-recent:]
-    lead = SCREEN_LEAD if recent is not None else GATE_LEAD
-    transcript = render_transcript(worded, max_chars=settings.max_transcript_chars)
+    return request_for(worded_lines(history, recent=recent), settings=settings, screen=recent is not None)
+
+
+def request_for(lines: Sequence[str], *, settings: RiskReviewSettings, screen: bool) -> ModelRequest:
+    lead = SCREEN_LEAD if screen else GATE_LEAD
+    body = transcript(lines, max_chars=settings.max_transcript_chars)
     return ModelRequest(
         system=({"type": "text", "text": settings.instructions, "cache_control": CACHE},),
-        messages=(
-            {
-                "role": "user",
-                "content": [{"type": "text", "text": f"{lead}\n{transcript}"}],
-            },
-        ),
+        messages=({"role": "user", "content": [{"type": "text", "text": f"{lead}\n{body}"}]},),
         tools=(ASSESS_RISK_TOOL,),
         max_tokens=settings.max_output_tokens,
         model=settings.model,
@@ -199,10 +213,11 @@ class RiskReviewer:
     async def gate(self, history: Sequence[StoredMessage]) -> ReviewResult:
         """Before a warning or an ending: the whole branch. A branch too long to be read whole is no answer
         (fail closed): the gate must not decide on a transcript with its middle left out."""
-        if not transcript_fits(history, max_chars=self._settings.max_transcript_chars):
+        lines = worded_lines(history)
+        if not fits(lines, max_chars=self._settings.max_transcript_chars):
             self._observer.observe_review("gate", "unavailable", 0.0, Usage())
             return ReviewUnavailable("transcript_too_long")
-        return await self._run("gate", review_request(history, settings=self._settings))
+        return await self._run("gate", request_for(lines, settings=self._settings, screen=False))
 
     async def screen(self, history: Sequence[StoredMessage]) -> ReviewResult:
         """Beside a reply: the recent messages."""

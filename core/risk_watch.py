@@ -190,9 +190,9 @@ class RiskWatch:
                 AuditKind.REVIEW_UNAVAILABLE, conversation.id, MODEL_ACTOR, result.problem.split(":")[0]
             )
             return GateRefused("review_unavailable", detail=result.problem, snapshot_id=newest)
-        everyone = sorted({*authors, *participants(conversation, history)})
         if result.at_risk:
             # The review does not say who: everyone in the branch is marked (the safe side).
+            everyone = sorted({*authors, *participants(conversation, history)})
             await self.mark(conversation, authors=everyone, categories=result.categories, source="review")
             return GateRefused("risk_guard", result.categories, "review", newest)
         # Messages that came in while the review ran were not read by it: nothing takes effect on them unread
