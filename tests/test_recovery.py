@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import cast
+from typing import Any, cast
 
 from bots.recovery import RecoveryLoop, Undeliverable
 from core.delivery import Deliveries
@@ -36,6 +36,24 @@ async def answered_but_undelivered(store: OpenableStore) -> StoredMessage:
     return message
 
 
+async def nothing(message: StoredMessage) -> None:
+    raise AssertionError("no unanswered message here")
+
+
+def delivery_loop(ledger: Deliveries, **hooks: Any) -> RecoveryLoop:
+    """The loop with only its delivery sweep at work (nothing is unanswered)."""
+    return RecoveryLoop(
+        service=cast("ConversationService", NoUnanswered()),
+        work=WorkTracker(),
+        platform="discord",
+        deliver=nothing,
+        interval_seconds=1.0,
+        age_seconds=30,
+        deliveries=ledger,
+        **hooks,
+    )
+
+
 class NoUnanswered:
     """The service as the loop's other sweep sees it, with nothing unanswered: only delivery runs."""
 
@@ -62,22 +80,7 @@ async def test_the_recovery_loop_backs_off_then_gives_up_plainly(
         attempts.append(f"note@{now[0]:g}")
         await ledger.redeliver(message, lambda _: asyncio.sleep(0))
 
-    async def nothing(message: StoredMessage) -> None:
-        raise AssertionError("no unanswered message here")
-
-    loop = RecoveryLoop(
-        service=cast("ConversationService", NoUnanswered()),
-        work=WorkTracker(),
-        platform="discord",
-        deliver=nothing,
-        interval_seconds=1.0,
-        age_seconds=30,
-        deliveries=ledger,
-        redeliver=redeliver,
-        give_up=give_up,
-        delivery_attempts=3,
-        clock=lambda: now[0],
-    )
+    loop = delivery_loop(ledger, redeliver=redeliver, give_up=give_up, delivery_attempts=3, clock=lambda: now[0])
     for tick in range(12):
         now[0] = float(tick)
         await loop.sweep()
@@ -143,21 +146,7 @@ async def test_an_answer_the_platform_will_never_take_is_settled(
         tries.append(message.id)
         raise Undeliverable("channel gone, DMs closed")
 
-    async def nothing(message: StoredMessage) -> None:
-        raise AssertionError("no unanswered message here")
-
-    loop = RecoveryLoop(
-        service=cast("ConversationService", NoUnanswered()),
-        work=WorkTracker(),
-        platform="discord",
-        deliver=nothing,
-        interval_seconds=1.0,
-        age_seconds=30,
-        deliveries=ledger,
-        redeliver=redeliver,
-        give_up=redeliver,
-        clock=lambda: 0.0,
-    )
+    loop = delivery_loop(ledger, redeliver=redeliver, give_up=redeliver, clock=lambda: 0.0)
     for _ in range(3):
         await loop.sweep()
         await asyncio.sleep(0.05)
