@@ -7,7 +7,7 @@ import asyncio
 import json
 from typing import Any
 
-from core.domain import Status
+from core.domain import RiskMarks, Status
 from core.risk_review import GATE_LEAD, SCREEN_LEAD
 from tests.slack.harness import ALICE, BOB, CHANNEL, MOD, Bot, action_ids, permalink
 from tests.support.fake_anthropic import Reply, keyword_review
@@ -163,20 +163,26 @@ async def test_the_support_resources_are_shown_once(bot: Bot) -> None:
 
 
 async def test_the_screen_runs_beside_the_reply(bot: Bot) -> None:
-    # A slow screen does not hold up the answer beyond its grace: the answer comes, the finding is kept.
-    bot.claude.push_review(Reply.slow(2.0, then=Reply.assessment(at_risk=True, categories=["crisis"])))
+    # A slow screen does not hold up the answer beyond its grace (1 s): the answer is in Slack while the screen
+    # is still running, and the finding is kept when it comes.
+    bot.claude.push_review(Reply.slow(5.0, then=Reply.assessment(at_risk=True, categories=["crisis"])))
     thread = await bot.mention("hello")
-    await asyncio.wait_for(bot.answered(thread), timeout=8)
+    await bot.slack.wait_for_async(lambda: bot.replies(thread), timeout=4, what="the answer, before the screen")
     conversation = await bot.conversation(thread)
     assert conversation is not None
-    for _ in range(40):
-        marks = await bot.runtime.store.risk_marks(
+
+    async def marks() -> RiskMarks:
+        return await bot.runtime.store.risk_marks(
             conversation_id=conversation.id, platform="slack", author_ids=[ALICE], since=bot.runtime.clock.now()
         )
-        if marks.conversation_marked:
+
+    assert not (await marks()).conversation_marked  # the screen has not answered yet
+    for _ in range(80):
+        if (await marks()).conversation_marked:
             break
         await asyncio.sleep(0.1)
-    assert marks.conversation_marked and marks.categories == {"crisis"}
+    found = await marks()
+    assert found.conversation_marked and found.categories == {"crisis"}
 
 
 async def test_path6_the_mark_survives_forget(bot: Bot) -> None:
