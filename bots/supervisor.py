@@ -22,8 +22,6 @@ from core.storage.statement_counter import StatementCounter
 
 log = logging.getLogger(__name__)
 
-# A PaaS sends SIGKILL 30 s after SIGTERM: finish within 25 s, leaving margin to close the database.
-DRAIN_SECONDS = 20.0
 DEFAULT_SLACK_PORT = 3000
 ADMISSION_GRACE_SECONDS = 0.5
 CANCEL_SECONDS = 2.0
@@ -141,7 +139,7 @@ async def _drain(runtime: Runtime) -> None:
     runtime.work.close()
     # Requests acknowledged just before the close start their work a moment later: let them in.
     await asyncio.sleep(ADMISSION_GRACE_SECONDS)
-    if not await runtime.work.wait_idle(DRAIN_SECONDS):
+    if not await runtime.work.wait_idle(runtime.settings.shutdown.drain_seconds):
         log.warning(
             "replies still running at shutdown: cancelled; their messages stay for another instance",
             extra={"running": runtime.work.running},

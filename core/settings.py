@@ -163,6 +163,13 @@ class RecoverySettings(_Frozen):
     lease_seconds: float = Field(15.0, ge=0.5)
 
 
+class ShutdownSettings(_Frozen):
+    # On SIGTERM, replies in flight get this long to finish before they are cancelled (their messages stay
+    # for the next instance). Most platforms send SIGKILL 30 s after SIGTERM: 20 s leaves time to close the
+    # database; set it below your platform's grace period.
+    drain_seconds: float = Field(20.0, ge=0, le=3600)
+
+
 class BudgetSettings(_Frozen):
     # 0 switches a budget off.
     per_user_daily_tokens: int = Field(0, ge=0)
@@ -181,6 +188,7 @@ class Settings(_Frozen):
     retention: RetentionSettings = RetentionSettings()
     budgets: BudgetSettings = BudgetSettings()
     recovery: RecoverySettings = RecoverySettings()
+    shutdown: ShutdownSettings = ShutdownSettings()
     # Relative to the configuration file; unset means the prompt shipped inside the package.
     system_prompt_file: str | None = None
     # Filled at load time so the running bot never touches the disk for it.

@@ -67,6 +67,7 @@ def test_shipped_config_loads_with_the_documented_defaults() -> None:
     assert settings.risk_guard.support_resources_enabled is True
     assert {"self_harm", "crisis", "harm_to_others"} <= set(settings.risk_guard.lexicon)
     assert all(settings.risk_guard.lexicon.values())
+    assert settings.shutdown.drain_seconds == 20
 
 
 def test_shipped_config_reads_the_system_prompt_file() -> None:
@@ -327,6 +328,7 @@ INVALID = [
     pytest.param("risk_guard:\n  lexicon: [suicide]\n", "risk_guard.lexicon", "dictionary", id="lexicon-a-list"),
     pytest.param("model: claude\n", "model", "ModelSettings", id="section-not-a-mapping"),
     pytest.param("limits:\n  max_message_chars: 5\n", "limits.max_message_chars", "greater than or equal", id="range"),
+    pytest.param("shutdown:\n  drain_seconds: -1\n", "shutdown.drain_seconds", "greater than", id="negative-drain"),
     pytest.param("- just\n- a list\n", "(top level)", "mapping", id="top-level-not-a-mapping"),
     pytest.param(
         SHIPPED_TEXT + "\nsystem_prompt: inline prompt\n",

@@ -464,8 +464,9 @@ async def test_drafts_left_by_a_killed_process_are_gone_once_recovery_answers(
 async def test_an_interrupted_note_left_by_a_drain_is_replaced_by_the_answer(
     slack: FakeSlack, fake_anthropic: FakeAnthropic, tmp_path: Path
 ) -> None:
-    env = sqlite_env(slack, fake_anthropic, tmp_path)
-    fake_anthropic.chunk_delay = 4.0  # eight chunks: longer than the 20 s drain allows
+    config = config_with(tmp_path, recovery=FAST_RECOVERY, shutdown={"drain_seconds": 3})
+    env = bot_env(slack, fake_anthropic, f"sqlite:///{tmp_path / 'edge.db'}", config)
+    fake_anthropic.chunk_delay = 1.5  # eight chunks: longer than the 3 s drain allows
     fake_anthropic.push(Reply.text(LONG))
 
     def bot_texts(thread: str) -> list[str]:
