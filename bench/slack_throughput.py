@@ -167,7 +167,8 @@ async def target_process(target: str, slack: FakeSlack, anthropic: FakeAnthropic
         return
     async with (
         database_url(target, tmp) as url,
-        BotProcess({**env, "DATABASE_URL": url}, log_path=tmp / "bot.log") as bot,
+        # A fresh interpreter, as a PaaS starts it (tests fork theirs from a warm one).
+        BotProcess({**env, "DATABASE_URL": url}, log_path=tmp / "bot.log", fresh=True) as bot,
     ):
         yield bot
 

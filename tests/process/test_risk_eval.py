@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
+from tests.support.cli_zygote import run_cli
 from tests.support.fake_anthropic import FakeAnthropic, Reply, keyword_review
 from tests.support.paths import CONFIG, REPO
 
@@ -21,15 +21,7 @@ def evaluate(fake: FakeAnthropic, path: Path, *extra: str) -> subprocess.Complet
         "ANTHROPIC_BASE_URL": fake.base_url,
         "LASTRESORT_CONFIG": str(CONFIG),
     }
-    return subprocess.run(
-        [sys.executable, "-m", "bots.cli", "eval", "risk", str(path), *extra],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    return run_cli("eval", "risk", str(path), *extra, env=env, timeout=120)
 
 
 def labelled(tmp_path: Path, *items: tuple[str, str, str]) -> Path:

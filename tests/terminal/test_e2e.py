@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.cli_zygote import run_cli
 from tests.support.fake_anthropic import FakeAnthropic, Reply
 from tests.support.model_scripts import END_ABUSE, END_REQUESTED, WARN
 from tests.support.paths import REPO
@@ -36,17 +37,9 @@ def chat_env(fake: FakeAnthropic, db: Path) -> dict[str, str]:
 def chat(
     fake: FakeAnthropic, db: Path, *lines: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """`lastresort chat` as its own process (forked from a warm one, see cli_zygote), the lines on its stdin."""
     environment = {**chat_env(fake, db), **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "bots.cli", "chat"],
-        input="".join(line + "\n" for line in lines),
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=environment,
-        timeout=60,
-        check=False,
-    )
+    return run_cli("chat", input="".join(line + "\n" for line in lines), env=environment)
 
 
 def api_messages(fake: FakeAnthropic, index: int) -> list[dict[str, Any]]:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,9 +16,9 @@ from typing import Any
 import pytest
 
 from core.risk_review import GATE_LEAD, SCREEN_LEAD
+from tests.support.cli_zygote import run_cli
 from tests.support.fake_anthropic import FakeAnthropic, Reply, keyword_review
 from tests.support.model_scripts import END_ABUSE, END_REQUESTED, WARN
-from tests.support.paths import REPO
 from tests.terminal.test_e2e import api_messages, chat, chat_env, tool_results
 
 JSON = dict[str, Any]
@@ -123,15 +121,7 @@ def test_path6_the_mark_survives_retention(fake_anthropic: FakeAnthropic, db: Pa
     old = (datetime.now(UTC) - timedelta(days=45)).isoformat()
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE messages SET created_at = ?", (old,))
-    purged = subprocess.run(
-        [sys.executable, "-m", "bots.cli", "purge"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=chat_env(fake_anthropic, db),
-        timeout=60,
-        check=False,
-    )
+    purged = run_cli("purge", env=chat_env(fake_anthropic, db))
     assert purged.returncode == 0, purged.stderr
     with sqlite3.connect(db) as conn:
         texts = [json.loads(row[0]) for row in conn.execute("SELECT blocks FROM messages WHERE role = 'user'")]
