@@ -17,6 +17,12 @@ from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.paths import CONFIG
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first: they mostly sleep, so started early they overlap everything else, while one
+    started last would be the whole suite's tail (the order within each group is kept)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def fake_anthropic() -> Iterator[FakeAnthropic]:
     with FakeAnthropic() as fake:

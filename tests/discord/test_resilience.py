@@ -122,6 +122,7 @@ async def test_an_answer_lost_in_a_rest_outage_arrives_once_discord_is_back(
         assert all(m.delivered for m in await bot.runtime.store.messages(conversation.id))
 
 
+@pytest.mark.slow
 async def test_after_giving_up_the_person_is_told_plainly_once(
     fake: FakeDiscord, fake_anthropic: FakeAnthropic, settings: Settings, tmp_path: Path
 ) -> None:
@@ -191,6 +192,7 @@ async def test_a_message_sent_while_the_session_could_not_be_resumed_is_answered
     assert bot.model_calls() == 2
 
 
+@pytest.mark.slow
 async def test_with_shards_a_message_sent_while_a_shard_re_identified_is_answered_once(
     fake: FakeDiscord, fake_anthropic: FakeAnthropic, settings: Settings, tmp_path: Path
 ) -> None:

@@ -142,6 +142,7 @@ def tracebacks(bot: BotProcess) -> list[str]:
     return [line for line in bot.output().splitlines() if "Traceback" in line or '"exc_info"' in line]
 
 
+@pytest.mark.slow
 async def test_a_database_outage_loses_no_message_and_answers_none_twice(
     slack: FakeSlack, fake_anthropic: FakeAnthropic, schema: PostgresSchema, proxy: TcpProxy, tmp_path: Path
 ) -> None:
@@ -368,6 +369,7 @@ def _json_lines(text: str) -> list[dict[str, Any]]:
     return out
 
 
+@pytest.mark.slow
 async def test_a_locked_sqlite_database_defers_messages_with_503_and_loses_none(
     slack: FakeSlack, fake_anthropic: FakeAnthropic, tmp_path: Path
 ) -> None:
@@ -461,6 +463,7 @@ async def test_drafts_left_by_a_killed_process_are_gone_once_recovery_answers(
         assert "removed drafts a stopped process left" in restarted.output()
 
 
+@pytest.mark.slow
 async def test_an_interrupted_note_left_by_a_drain_is_replaced_by_the_answer(
     slack: FakeSlack, fake_anthropic: FakeAnthropic, tmp_path: Path
 ) -> None:

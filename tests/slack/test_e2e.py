@@ -13,6 +13,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from bots.slack.commands import RESTARTING
 from bots.slack.conversations import INTERRUPTED
 from bots.slack.render import (
@@ -337,6 +339,7 @@ async def test_model_overload_gives_a_notice_and_keeps_the_message(
     assert bot.last_user_texts() == ["[Alice (U0ALICE)] first question", "[Alice (U0ALICE)] second question"]
 
 
+@pytest.mark.slow
 async def test_words_that_came_with_a_refused_call_never_reach_slack(bot: Bot, slack: FakeSlack) -> None:
     # The model writes a long goodbye (long enough to be shown while it streams) and a warning the core
     # refuses (too few redirects), then starts over. The goodbye must leave the screen and never return.
@@ -355,6 +358,7 @@ async def test_words_that_came_with_a_refused_call_never_reach_slack(bot: Bot, s
     assert "Let's talk about something else." in block_text(reply)
 
 
+@pytest.mark.slow
 async def test_words_before_a_refused_call_are_withdrawn_when_streaming_is_refused_too(
     bot: Bot, slack: FakeSlack
 ) -> None:
