@@ -11,7 +11,9 @@ install: $(STAMP)
 # Reinstall only when the project definition changes, so repeated `make test` is quick and idempotent.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -e '.[dev]'
+	# pip compiles every installed file on one core; compileall does the same on all of them, in a third of the time.
+	$(BIN)/python -m compileall -q -j 0 $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
 	touch $(STAMP)
 
 run: install
