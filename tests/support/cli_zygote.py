@@ -139,8 +139,12 @@ def serve() -> None:
                 continue
             chunk = os.read(0, 65536)
             if not chunk:
+                # The test worker is gone: nothing it started may outlive it.
                 open_input = False
                 selector.unregister(0)
+                for pid in running:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
                 continue
             pending += chunk
             while b"\n" in pending:
@@ -171,10 +175,18 @@ class Child:
         self.pid = pid
         self.returncode: int | None = None
         self._exited = threading.Event()
+        self._lock = threading.Lock()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[int]]] = []
 
     def _exit(self, returncode: int) -> None:
-        self.returncode = returncode
-        self._exited.set()
+        """From the zygote's reader thread."""
+        with self._lock:
+            self.returncode = returncode
+            self._exited.set()
+            waiters, self._waiters = self._waiters, []
+        for loop, future in waiters:
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits there any more
+                loop.call_soon_threadsafe(_resolve, future, returncode)
 
     def send_signal(self, signum: int) -> None:
         # Only while it runs: once reaped, its pid may belong to someone else.
@@ -192,10 +204,26 @@ class Child:
         return self.returncode
 
     async def wait(self) -> int:
-        # A thread per waiter; it ends when the child does (every test kills what it started).
-        await asyncio.to_thread(self._exited.wait)
-        assert self.returncode is not None
-        return self.returncode
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        with self._lock:
+            if self.returncode is not None:
+                return self.returncode
+            self._waiters.append((loop, future))
+        return await future
+
+
+def _resolve(future: asyncio.Future[int], returncode: int) -> None:
+    if not future.done():
+        future.set_result(returncode)
+
+
+class _Launch:
+    """A request on its way: the reader thread fills in the child once the zygote has forked it."""
+
+    def __init__(self) -> None:
+        self.forked = threading.Event()
+        self.child: Child | None = None
 
 
 class Zygote:
@@ -205,7 +233,7 @@ class Zygote:
         self._server: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self._ids = itertools.count()
-        self._started: dict[str, threading.Event] = {}
+        self._launches: dict[str, _Launch] = {}
         self._children: dict[str, Child] = {}
         self._files = Path(tempfile.mkdtemp(prefix="lastresort-zygote-"))
 
@@ -231,10 +259,15 @@ class Zygote:
             message = json.loads(line)
             with self._lock:
                 if "pid" in message:
-                    self._children[message["id"]] = Child(message["pid"])
-                    self._started.pop(message["id"]).set()
+                    launch = self._launches.pop(message["id"])
+                    launch.child = self._children[message["id"]] = Child(message["pid"])
+                    launch.forked.set()
                 else:
                     self._children.pop(message["id"])._exit(message["returncode"])
+        # The server is gone (it only exits when told to, so it crashed): nothing waits in vain for a fork.
+        with self._lock:
+            for launch in self._launches.values():
+                launch.forked.set()
 
     def spawn(
         self,
@@ -251,17 +284,16 @@ class Zygote:
         with self._lock:
             server = self._ensure_server()
             request_id = str(next(self._ids))
-            started = self._started[request_id] = threading.Event()
+            launch = self._launches[request_id] = _Launch()
             request = {"id": request_id, "argv": argv, "env": env, "cwd": str(cwd), "append": append}
             request |= {"stdin": str(stdin) if stdin else None, "stdout": str(stdout)}
             request["stderr"] = str(stderr) if stderr else "stdout"
             assert server.stdin is not None
             server.stdin.write(json.dumps(request).encode() + b"\n")
             server.stdin.flush()
-        if not started.wait(30):
+        if not launch.forked.wait(30) or launch.child is None:
             raise RuntimeError("the zygote did not fork")
-        with self._lock:
-            return self._children[request_id]
+        return launch.child
 
     def run(
         self, argv: list[str], *, input: str, env: dict[str, str], cwd: Path, timeout: float
