@@ -7,11 +7,12 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, cast
+from dataclasses import replace
+from typing import Any
 
 import anthropic
 import httpx2
-from anthropic.types import RawMessageStreamEvent
+from anthropic.types import Message, RawMessageStreamEvent
 
 from core.domain import JSON
 from core.ports import ModelReply, ModelRequest, ModelUnavailableError, StreamListener, Usage
@@ -153,15 +154,13 @@ class ClaudeClient:
         # The raw events, not `messages.stream()`: that helper rebuilds a pydantic snapshot of the whole
         # message on every event, which cost more CPU than the rest of a turn. We keep only what we use.
         reply = _Reply()
-        created = await (client or self._client).messages.create(
-            model=request.model,
-            max_tokens=request.max_tokens,
-            system=list(request.system),  # type: ignore[arg-type]
-            messages=list(request.messages),  # type: ignore[arg-type]
-            tools=list(request.tools),  # type: ignore[arg-type]
+        stream = await (client or self._client).post(
+            MESSAGES_PATH,
+            cast_to=Message,
+            content=request_body(request, stream=True),
             stream=True,
+            stream_cls=anthropic.AsyncStream[RawMessageStreamEvent],
         )
-        stream = cast("anthropic.AsyncStream[RawMessageStreamEvent]", created)
         async with stream:
             request_id = stream.response.headers.get("request-id")
             async for event in stream:
@@ -200,18 +199,17 @@ class ClaudeClient:
             client = self._client.with_options(timeout=timeout_seconds, max_retries=max_retries)
             self._review_clients[options] = client
         # The raw response, read as JSON: the SDK's pydantic Message would cost more CPU than the call itself
-        # (it runs beside every reply). Our requests are plain JSON dicts; the SDK's overloads want TypedDicts.
-        create: Any = client.messages.with_raw_response.create
+        # (it runs beside every reply).
         try:
-            response = await create(
-                model=request.model,
-                max_tokens=request.max_tokens,
-                system=list(request.system),
-                messages=list(request.messages),
-                tools=list(request.tools),
-                tool_choice=request.tool_choice or {"type": "auto"},
+            response = await client.post(
+                MESSAGES_PATH,
+                cast_to=httpx2.Response,
+                # A review without a forced tool lets the model choose, as before.
+                content=request_body(
+                    replace(request, tool_choice=request.tool_choice or {"type": "auto"}), stream=False
+                ),
             )
-            body = json.loads(response.http_response.content)
+            body = json.loads(response.content)
         except anthropic.APIStatusError as exc:
             log.warning("risk review failed: %s", error_type(exc), extra={"status": exc.status_code})
             raise ModelUnavailableError(f"the model API answered {error_type(exc)}") from exc
@@ -220,7 +218,7 @@ class ClaudeClient:
             raise ModelUnavailableError(type(exc).__name__) from exc
         except ValueError as exc:
             raise ModelUnavailableError("the review's answer was not JSON") from exc
-        return _complete_reply(body, request_id=response.http_response.headers.get("request-id"))
+        return _complete_reply(body, request_id=response.headers.get("request-id"))
 
     async def look_up_models(self, names: Sequence[str]) -> dict[str, str | None]:
         """Each model's display name, or None where the API knows no such model (`lastresort check`).
@@ -273,6 +271,30 @@ def _complete_reply(body: object, *, request_id: str | None) -> ModelReply:
         ),
         request_id=request_id,
     )
+
+
+# What the SDK's `messages.create` posts to. We post the body ourselves (`client.post`, the SDK's documented way
+# to make a request its typed methods do not shape): `create` walks and copies the whole request (every message of
+# the history, on every turn) before serialising it, which cost more CPU than anything else in a model call.
+MESSAGES_PATH = "/v1/messages"
+# The SDK's own JSON settings for request bodies.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def request_body(request: ModelRequest, *, stream: bool) -> bytes:
+    """The Messages API body for `request`, as JSON bytes: what `messages.create` would send."""
+    body: dict[str, Any] = {
+        "max_tokens": request.max_tokens,
+        "messages": request.messages,
+        "model": request.model,
+        "system": request.system,
+        "tools": request.tools,
+    }
+    if request.tool_choice is not None:
+        body["tool_choice"] = request.tool_choice
+    if stream:
+        body["stream"] = True
+    return _ENCODER.encode(body).encode()
 
 
 class IncompleteStreamError(Exception):
