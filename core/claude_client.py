@@ -12,7 +12,6 @@ from typing import Any
 
 import anthropic
 import httpx2
-from anthropic.types import Message, RawMessageStreamEvent
 
 from core.domain import JSON
 from core.ports import ModelReply, ModelRequest, ModelUnavailableError, StreamListener, Usage
@@ -154,12 +153,14 @@ class ClaudeClient:
         # The raw events, not `messages.stream()`: that helper rebuilds a pydantic snapshot of the whole
         # message on every event, which cost more CPU than the rest of a turn. We keep only what we use.
         reply = _Reply()
+        # Events as the JSON they arrive in (`object`): the SDK would build a pydantic model of each, and we read
+        # a few fields of them. Its stream still raises on an `error` event.
         stream = await (client or self._client).post(
             MESSAGES_PATH,
-            cast_to=Message,
+            cast_to=object,
             content=request_body(request, stream=True),
             stream=True,
-            stream_cls=anthropic.AsyncStream[RawMessageStreamEvent],
+            stream_cls=anthropic.AsyncStream[object],
         )
         async with stream:
             request_id = stream.response.headers.get("request-id")
@@ -301,6 +302,14 @@ class IncompleteStreamError(Exception):
     """The stream ended without message_stop."""
 
 
+def _without_none(block: JSON) -> JSON:
+    return {
+        key: _without_none(value) if isinstance(value, dict) else value
+        for key, value in block.items()
+        if value is not None
+    }
+
+
 class _Reply:
     """The message as its raw stream events build it: content blocks by index, usage, stop reason."""
 
@@ -312,45 +321,54 @@ class _Reply:
         self.stop_reason: str | None = None
         self.complete = False
 
-    def _count(self, usage: Any) -> None:
+    def _count(self, usage: object) -> None:
+        if not isinstance(usage, dict):
+            return
         for name in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
-            value = getattr(usage, name, None)
+            value = usage.get(name)
             if value is not None:
                 self._usage[name] = int(value)
 
-    async def take(self, event: Any, relay: _Relay) -> None:
-        kind = event.type
+    async def take(self, event: object, relay: _Relay) -> None:
+        """One event as the API sent it (parsed JSON, as the SDK's stream yields it for `object`)."""
+        if not isinstance(event, dict):
+            return
+        kind = event.get("type")
         if kind == "content_block_delta":
-            delta = event.delta
-            block = self._blocks.get(event.index)
-            if delta.type == "text_delta" and block is not None:
-                block["text"] += delta.text
-                self._text += delta.text
+            delta = event["delta"]
+            index = event["index"]
+            block = self._blocks.get(index)
+            delta_type = delta.get("type")
+            if delta_type == "text_delta" and block is not None:
+                block["text"] += delta["text"]
+                self._text += delta["text"]
                 await relay.text(self._text)
-            elif delta.type == "input_json_delta":
-                self._tool_input.setdefault(event.index, []).append(delta.partial_json)
-            elif delta.type == "thinking_delta" and block is not None:
-                block["thinking"] = block.get("thinking", "") + delta.thinking
-            elif delta.type == "signature_delta" and block is not None:
-                block["signature"] = delta.signature
+            elif delta_type == "input_json_delta":
+                self._tool_input.setdefault(index, []).append(delta["partial_json"])
+            elif delta_type == "thinking_delta" and block is not None:
+                block["thinking"] = block.get("thinking", "") + delta["thinking"]
+            elif delta_type == "signature_delta" and block is not None:
+                block["signature"] = delta["signature"]
         elif kind == "content_block_start":
-            block = event.content_block
-            if block.type == "text":
-                self._blocks[event.index] = {"type": "text", "text": block.text}
-                if block.text:
-                    self._text += block.text
+            block = event["content_block"]
+            index = event["index"]
+            if block.get("type") == "text":
+                text = block.get("text") or ""
+                self._blocks[index] = {"type": "text", "text": text}
+                if text:
+                    self._text += text
                     await relay.text(self._text)
-            elif block.type == "tool_use":
-                self._blocks[event.index] = {"type": "tool_use", "id": block.id, "name": block.name, "input": {}}
+            elif block.get("type") == "tool_use":
+                self._blocks[index] = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
                 await relay.tool_use_started()
             else:
-                dumped: JSON = block.model_dump(mode="json", exclude_none=True)
-                self._blocks[event.index] = dumped
+                # Kept as sent (thinking, server tools), without nulls: what the SDK's model dump gave.
+                self._blocks[index] = _without_none(block)
         elif kind == "message_start":
-            self._count(event.message.usage)
+            self._count(event["message"].get("usage"))
         elif kind == "message_delta":
-            self.stop_reason = event.delta.stop_reason
-            self._count(event.usage)
+            self.stop_reason = event["delta"].get("stop_reason")
+            self._count(event.get("usage"))
         elif kind == "message_stop":
             self.complete = True
 
