@@ -7,11 +7,11 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, cast
+from dataclasses import replace
+from typing import Any
 
 import anthropic
 import httpx2
-from anthropic.types import RawMessageStreamEvent
 
 from core.domain import JSON
 from core.ports import ModelReply, ModelRequest, ModelUnavailableError, StreamListener, Usage
@@ -153,15 +153,15 @@ class ClaudeClient:
         # The raw events, not `messages.stream()`: that helper rebuilds a pydantic snapshot of the whole
         # message on every event, which cost more CPU than the rest of a turn. We keep only what we use.
         reply = _Reply()
-        created = await (client or self._client).messages.create(
-            model=request.model,
-            max_tokens=request.max_tokens,
-            system=list(request.system),  # type: ignore[arg-type]
-            messages=list(request.messages),  # type: ignore[arg-type]
-            tools=list(request.tools),  # type: ignore[arg-type]
+        # Events as the JSON they arrive in (`object`): the SDK would build a pydantic model of each, and we read
+        # a few fields of them. Its stream still raises on an `error` event.
+        stream = await (client or self._client).post(
+            MESSAGES_PATH,
+            cast_to=object,
+            content=request_body(request, stream=True),
             stream=True,
+            stream_cls=anthropic.AsyncStream[object],
         )
-        stream = cast("anthropic.AsyncStream[RawMessageStreamEvent]", created)
         async with stream:
             request_id = stream.response.headers.get("request-id")
             async for event in stream:
@@ -200,18 +200,17 @@ class ClaudeClient:
             client = self._client.with_options(timeout=timeout_seconds, max_retries=max_retries)
             self._review_clients[options] = client
         # The raw response, read as JSON: the SDK's pydantic Message would cost more CPU than the call itself
-        # (it runs beside every reply). Our requests are plain JSON dicts; the SDK's overloads want TypedDicts.
-        create: Any = client.messages.with_raw_response.create
+        # (it runs beside every reply).
         try:
-            response = await create(
-                model=request.model,
-                max_tokens=request.max_tokens,
-                system=list(request.system),
-                messages=list(request.messages),
-                tools=list(request.tools),
-                tool_choice=request.tool_choice or {"type": "auto"},
+            response = await client.post(
+                MESSAGES_PATH,
+                cast_to=httpx2.Response,
+                # A review without a forced tool lets the model choose, as before.
+                content=request_body(
+                    replace(request, tool_choice=request.tool_choice or {"type": "auto"}), stream=False
+                ),
             )
-            body = json.loads(response.http_response.content)
+            body = json.loads(response.content)
         except anthropic.APIStatusError as exc:
             log.warning("risk review failed: %s", error_type(exc), extra={"status": exc.status_code})
             raise ModelUnavailableError(f"the model API answered {error_type(exc)}") from exc
@@ -220,7 +219,7 @@ class ClaudeClient:
             raise ModelUnavailableError(type(exc).__name__) from exc
         except ValueError as exc:
             raise ModelUnavailableError("the review's answer was not JSON") from exc
-        return _complete_reply(body, request_id=response.http_response.headers.get("request-id"))
+        return _complete_reply(body, request_id=response.headers.get("request-id"))
 
     async def look_up_models(self, names: Sequence[str]) -> dict[str, str | None]:
         """Each model's display name, or None where the API knows no such model (`lastresort check`).
@@ -275,8 +274,40 @@ def _complete_reply(body: object, *, request_id: str | None) -> ModelReply:
     )
 
 
+# What the SDK's `messages.create` posts to. We post the body ourselves (`client.post`, the SDK's documented way
+# to make a request its typed methods do not shape): `create` walks and copies the whole request (every message of
+# the history, on every turn) before serialising it, which cost more CPU than anything else in a model call.
+MESSAGES_PATH = "/v1/messages"
+# The SDK's own JSON settings for request bodies.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def request_body(request: ModelRequest, *, stream: bool) -> bytes:
+    """The Messages API body for `request`, as JSON bytes: what `messages.create` would send."""
+    body: dict[str, Any] = {
+        "max_tokens": request.max_tokens,
+        "messages": request.messages,
+        "model": request.model,
+        "system": request.system,
+        "tools": request.tools,
+    }
+    if request.tool_choice is not None:
+        body["tool_choice"] = request.tool_choice
+    if stream:
+        body["stream"] = True
+    return _ENCODER.encode(body).encode()
+
+
 class IncompleteStreamError(Exception):
     """The stream ended without message_stop."""
+
+
+def _without_none(block: JSON) -> JSON:
+    return {
+        key: _without_none(value) if isinstance(value, dict) else value
+        for key, value in block.items()
+        if value is not None
+    }
 
 
 class _Reply:
@@ -290,45 +321,54 @@ class _Reply:
         self.stop_reason: str | None = None
         self.complete = False
 
-    def _count(self, usage: Any) -> None:
+    def _count(self, usage: object) -> None:
+        if not isinstance(usage, dict):
+            return
         for name in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
-            value = getattr(usage, name, None)
+            value = usage.get(name)
             if value is not None:
                 self._usage[name] = int(value)
 
-    async def take(self, event: Any, relay: _Relay) -> None:
-        kind = event.type
+    async def take(self, event: object, relay: _Relay) -> None:
+        """One event as the API sent it (parsed JSON, as the SDK's stream yields it for `object`)."""
+        if not isinstance(event, dict):
+            return
+        kind = event.get("type")
         if kind == "content_block_delta":
-            delta = event.delta
-            block = self._blocks.get(event.index)
-            if delta.type == "text_delta" and block is not None:
-                block["text"] += delta.text
-                self._text += delta.text
+            delta = event["delta"]
+            index = event["index"]
+            block = self._blocks.get(index)
+            delta_type = delta.get("type")
+            if delta_type == "text_delta" and block is not None:
+                block["text"] += delta["text"]
+                self._text += delta["text"]
                 await relay.text(self._text)
-            elif delta.type == "input_json_delta":
-                self._tool_input.setdefault(event.index, []).append(delta.partial_json)
-            elif delta.type == "thinking_delta" and block is not None:
-                block["thinking"] = block.get("thinking", "") + delta.thinking
-            elif delta.type == "signature_delta" and block is not None:
-                block["signature"] = delta.signature
+            elif delta_type == "input_json_delta":
+                self._tool_input.setdefault(index, []).append(delta["partial_json"])
+            elif delta_type == "thinking_delta" and block is not None:
+                block["thinking"] = block.get("thinking", "") + delta["thinking"]
+            elif delta_type == "signature_delta" and block is not None:
+                block["signature"] = delta["signature"]
         elif kind == "content_block_start":
-            block = event.content_block
-            if block.type == "text":
-                self._blocks[event.index] = {"type": "text", "text": block.text}
-                if block.text:
-                    self._text += block.text
+            block = event["content_block"]
+            index = event["index"]
+            if block.get("type") == "text":
+                text = block.get("text") or ""
+                self._blocks[index] = {"type": "text", "text": text}
+                if text:
+                    self._text += text
                     await relay.text(self._text)
-            elif block.type == "tool_use":
-                self._blocks[event.index] = {"type": "tool_use", "id": block.id, "name": block.name, "input": {}}
+            elif block.get("type") == "tool_use":
+                self._blocks[index] = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
                 await relay.tool_use_started()
             else:
-                dumped: JSON = block.model_dump(mode="json", exclude_none=True)
-                self._blocks[event.index] = dumped
+                # Kept as sent (thinking, server tools), without nulls: what the SDK's model dump gave.
+                self._blocks[index] = _without_none(block)
         elif kind == "message_start":
-            self._count(event.message.usage)
+            self._count(event["message"].get("usage"))
         elif kind == "message_delta":
-            self.stop_reason = event.delta.stop_reason
-            self._count(event.usage)
+            self.stop_reason = event["delta"].get("stop_reason")
+            self._count(event.get("usage"))
         elif kind == "message_stop":
             self.complete = True
 

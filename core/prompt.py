@@ -30,9 +30,14 @@ def user_text_block(text: str, *, author_name: str | None, author_id: str | None
     return {"type": "text", "text": text}
 
 
+# `json.dumps(b, ensure_ascii=False)`, without building an encoder per call (it runs for every block of the
+# history on every turn).
+_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def estimate_tokens(blocks: Sequence[JSON]) -> int:
     """A cheap, deterministic estimate (about 4 characters a token); count_tokens is rate-limited."""
-    return sum(len(json.dumps(b, ensure_ascii=False)) for b in blocks) // 4 + 4
+    return sum(len(_ENCODE(b)) for b in blocks) // 4 + 4
 
 
 def _turns(history: Sequence[StoredMessage]) -> list[tuple[Role, list[JSON]]]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 EXCEPT = "except"
@@ -363,10 +363,17 @@ def categories_in(text: str, lexicon: Lexicon) -> frozenset[str]:
     )
 
 
-def assess(recent_user_texts: Sequence[str], lexicon: Lexicon, *, window: int) -> RiskAssessment:
-    """Assess the last `window` user messages, oldest first; the last one is the newest."""
+def assess(
+    recent_user_texts: Sequence[str],
+    lexicon: Lexicon,
+    *,
+    window: int,
+    scan: Callable[[str], frozenset[str]] | None = None,
+) -> RiskAssessment:
+    """Assess the last `window` user messages, oldest first; the last one is the newest. `scan`, if given,
+    must be `categories_in` over `lexicon` (a memo of it: the window is scanned again on every turn)."""
     recent = list(recent_user_texts)[-window:] if window > 0 else []
     if not recent:
         return NO_RISK
-    per_message = [categories_in(text, lexicon) for text in recent]
+    per_message = [scan(text) if scan is not None else categories_in(text, lexicon) for text in recent]
     return RiskAssessment(categories=frozenset().union(*per_message), current_message=bool(per_message[-1]))

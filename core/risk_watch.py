@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 SCREEN_RETRY_SECONDS = 1.0
 # The category of an author whose message no screen could read.
 UNSCREENED = "unscreened"
+# Texts whose categories are remembered; past this many the memo starts again empty.
+SCANNED_TEXTS_LIMIT = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,7 @@ class RiskWatch:
         self._store = store
         self._reviewer = reviewer
         self._lexicon = lexicon
+        self._scanned: dict[str, frozenset[str]] = {}
         self._settings = settings
         self._clock = clock
         self._auditor = auditor
@@ -92,7 +95,15 @@ class RiskWatch:
         return self._reviewer.screens_every_message
 
     def tripwire(self, text: str) -> frozenset[str]:
-        return categories_in(text, self._lexicon)
+        """The lexicon's categories in `text`. Memoised: every turn scans its window of messages again, and
+        the lexicon is fixed for this watch's life."""
+        found = self._scanned.get(text)
+        if found is None:
+            found = categories_in(text, self._lexicon)
+            if len(self._scanned) >= SCANNED_TEXTS_LIMIT:
+                self._scanned.clear()
+            self._scanned[text] = found
+        return found
 
     async def marks(self, conversation: Conversation, history: Iterable[StoredMessage]) -> RiskMarks:
         since = self._clock.now() - timedelta(hours=self._settings.risk_review.author_mark_hours)

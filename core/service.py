@@ -234,11 +234,15 @@ class ConversationService:
         on_text: TextSink | None = None,
         *,
         under_lease: Callable[[], Awaitable[None]] | None = None,
+        conversation: Conversation | None = None,
     ) -> Outcome:
         """Answer a stored message nobody answered yet (just taken in, or its process died). `under_lease`
         runs once the thread is held, before the model is called: what only the thread's holder may do
-        (an adapter removing drafts a stopped process left)."""
-        conversation = await self._store.get_conversation(message.conversation_id)
+        (an adapter removing drafts a stopped process left). `conversation`, the message's as the caller
+        already has it, saves reading it first: only its key and id are used (the thread to hold); the turn
+        reads its current state under the thread's lock either way."""
+        if conversation is None or conversation.id != message.conversation_id:
+            conversation = await self._store.get_conversation(message.conversation_id)
         if conversation is None:
             return Ignored("gone")
         return await self._answer_locked(conversation, message, on_text, None, under_lease)

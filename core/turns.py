@@ -207,7 +207,9 @@ class TurnRunner:
 
     def _window(self, history: Sequence[StoredMessage]) -> RiskAssessment:
         texts = [m.text for m in history if m.is_user_text]
-        return assess(texts, self._risk.lexicon, window=self._settings.risk_guard.window_messages)
+        return assess(
+            texts, self._risk.lexicon, window=self._settings.risk_guard.window_messages, scan=self._risk.tripwire
+        )
 
     async def _watch(self, turn: _Turn, history: Sequence[StoredMessage], pending: Sequence[StoredMessage]) -> None:
         """Risk at the start of an answer: the tripwire on each new message, the sticky marks, the screen."""

@@ -613,7 +613,9 @@ class DiscordConversations:
             # Moderators were told once; recovery backs off and tries again later (a permission may come).
             raise CannotPostError
         writer = self._writer(place)
-        outcome = await _answering(writer, self._service.answer_pending(message, writer.on_text))
+        outcome = await _answering(
+            writer, self._service.answer_pending(message, writer.on_text, conversation=conversation)
+        )
         if isinstance(outcome, AlreadyEnded):  # nobody is waiting for a note about a post this old
             await self._deliveries.delivered(conversation_id=conversation.id, trigger_seq=message.seq)
             return

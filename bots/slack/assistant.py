@@ -19,6 +19,7 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAssistant
 from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.request.payload_utils import is_assistant_event, is_other_message_sub_event_in_assistant_thread
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -70,6 +71,10 @@ class EditsPassAssistant(AsyncAssistant):
     ) -> BoltResponse | None:
         event = req.body.get("event") or {}
         if event.get("type") == "message" and event.get("subtype") == "message_changed":
+            return await next()
+        if not (is_assistant_event(req.body) or is_other_message_sub_event_in_assistant_thread(req.body)):
+            # Not the container's: Bolt's router would try each of its listeners' matchers (each building every
+            # argument a listener could take) and then pass it on, which is all this does.
             return await next()
         return await super().async_process(req=req, resp=resp, next=next)
 

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import aiohttp
 from aiohttp import web
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
+from slack_bolt.middleware.async_middleware import AsyncMiddleware
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
@@ -86,6 +87,27 @@ class SocketConnection(Protocol):
 
     async def connect_async(self) -> None: ...
     async def close_async(self) -> None: ...
+
+
+StepFunction = Callable[[AsyncBoltRequest, Callable[[], Awaitable[object]]], Awaitable[BoltResponse | None]]
+
+
+class Step(AsyncMiddleware):
+    """One of the adapter's global middleware steps, as a middleware class: Bolt calls a middleware function
+    with keyword arguments it builds for every call (a dozen payload views and helpers, on each request);
+    a class gets the request as it is."""
+
+    def __init__(self, step: StepFunction) -> None:
+        self._step = step
+
+    async def async_process(
+        self, *, req: AsyncBoltRequest, resp: BoltResponse, next: Callable[[], Awaitable[BoltResponse]]
+    ) -> BoltResponse | None:
+        return await self._step(req, next)
+
+    @property
+    def name(self) -> str:
+        return f"Step({getattr(self._step, '__name__', 'step')})"
 
 
 class Done(Enum):
@@ -260,9 +282,9 @@ class SlackAdapter:
 
     def _register(self) -> None:
         app = self._app
-        app.middleware(self._refuse_while_draining)
+        app.middleware(Step(self._refuse_while_draining))
         # Before the assistant's middleware: its threads' messages are stored before the ack too.
-        app.middleware(self._take_in)
+        app.middleware(Step(self._take_in))
         # The assistant container (Agents & AI Apps): after the draining check, before the listeners.
         assistant = EditsPassAssistant()
         assistant.thread_started(self._on_assistant_thread_started)
@@ -271,12 +293,13 @@ class SlackAdapter:
         assistant.thread_context_changed(self._on_assistant_context_changed)
         assistant.user_message(self._on_assistant_message)
         app.assistant(assistant)
-        app.event("app_mention")(self._on_app_mention)
         # Registered before the plain message listener: Bolt runs the first listener that matches.
         app.event({"type": "message", "subtype": "message_changed"})(self._on_edit)
         # Every other message event, subtypes included, so none goes unacknowledged (Bolt answers an
-        # unhandled request with 404, and Slack would redeliver it).
+        # unhandled request with 404, and Slack would redeliver it). Before app_mention: Bolt tries each
+        # listener's matcher in turn, and most events are plain messages.
         app.event("message")(self._on_message)
+        app.event("app_mention")(self._on_app_mention)
         app.event("app_home_opened")(self._on_home_opened)
         app.command("/lastresort")(self._on_command)
         app.action(ACTION_CONFIRM_END)(self._on_confirm)
@@ -288,10 +311,11 @@ class SlackAdapter:
         app.action(ACTION_OVERRIDE_END)(self._on_override)
 
     async def _refuse_while_draining(
-        self, body: dict[str, Any], next: Callable[[], Awaitable[None]]
+        self, request: AsyncBoltRequest, next: Callable[[], Awaitable[object]]
     ) -> BoltResponse | None:
         """During shutdown, take no new work: an unacknowledged event is redelivered by Slack (to the
         instance that replaces this one); a command or click is told to try again."""
+        body = request.body
         if not self._runtime.work.closed:
             await next()
             return None
@@ -299,16 +323,11 @@ class SlackAdapter:
             return BoltResponse(status=503, body="")
         return BoltResponse(status=200, body=RESTARTING)
 
-    async def _take_in(
-        self,
-        body: dict[str, Any],
-        context: AsyncBoltContext,
-        request: AsyncBoltRequest,
-        next: Callable[[], Awaitable[None]],
-    ) -> BoltResponse | None:
+    async def _take_in(self, request: AsyncBoltRequest, next: Callable[[], Awaitable[object]]) -> BoltResponse | None:
         """Store a person's message before Bolt acknowledges it; 503 (Slack redelivers) if the store
         cannot take it within the ack budget. Never 200 for a message that is not stored."""
-        message = _message_in(body, context.bot_user_id)
+        context = request.context
+        message = _message_in(request.body, context.bot_user_id)
         if message is None or self._installation.revoked:
             await next()
             return None

@@ -157,7 +157,9 @@ class SlackConversations:
     ) -> None:
         key = conversation.key
         try:
-            outcome = await self._service.answer_pending(message, keeper.on_text, under_lease=keeper.sweep)
+            outcome = await self._service.answer_pending(
+                message, keeper.on_text, under_lease=keeper.sweep, conversation=conversation
+            )
         except asyncio.CancelledError:
             # Cut short by a shutdown: the message stays stored and unanswered, and another instance
             # answers it; meanwhile the draft must not show half a reply as if it were the answer. It stays

@@ -224,6 +224,8 @@ class PostgresStore:
     ) -> None:
         self._url = database_url
         self.statement_counter = StatementCounter() if count_statements else None
+        # Histories are read whole on every turn: each row is parsed once, not once per turn.
+        self._parsed = rows.ParsedMessages()
         self._clock = clock
         self._min_size = min_size
         self._max_size = max_size
@@ -582,7 +584,7 @@ class PostgresStore:
 
     async def messages(self, conversation_id: int) -> list[StoredMessage]:
         found = await self.pool.fetch("SELECT * FROM messages WHERE conversation_id = $1 ORDER BY seq", conversation_id)
-        return [rows.message(r) for r in found]
+        return [self._parsed.message(r) for r in found]
 
     async def find_by_platform_id(self, *, platform: str, platform_message_id: str) -> StoredMessage | None:
         row = await self.pool.fetchrow(
@@ -751,7 +753,7 @@ class PostgresStore:
             warned = await conn.fetch("SELECT * FROM warnings WHERE conversation_id = $1 ORDER BY id", conversation_id)
         return (
             rows.conversation(found) if found else None,
-            [rows.message(r) for r in history],
+            [self._parsed.message(r) for r in history],
             [rows.warning(r) for r in warned],
         )
 

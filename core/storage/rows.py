@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -25,6 +25,12 @@ class Row(Protocol):
     """What both drivers' rows offer: access by column name."""
 
     def __getitem__(self, key: str, /) -> Any: ...
+
+
+class ValuesRow(Row, Protocol):
+    """A row that also iterates over its values, in column order (sqlite3.Row and asyncpg's Record do)."""
+
+    def __iter__(self) -> Iterator[Any]: ...
 
 
 # Written in place of message text by retention and by "forget": the turn's shape stays valid for replay.
@@ -84,6 +90,31 @@ def message(row: Row) -> StoredMessage:
         excluded=bool(row["excluded"]),
         delivered=bool(row["delivered"]),
     )
+
+
+# Rows kept parsed; past this many the memo starts again empty (a turn then parses its history once more).
+PARSED_MESSAGES_LIMIT = 20_000
+
+
+class ParsedMessages:
+    """StoredMessages by the exact contents of the row they came from, so that a history read on every turn
+    is parsed (JSON blocks, times, enums) once per row version, not once per turn. Keyed by every column: a
+    row changed in any way (answered, excluded, redacted by `forget`, even by another process) is a new key
+    and parsed afresh. The messages are frozen and nothing mutates their blocks, so sharing them is safe."""
+
+    def __init__(self, limit: int = PARSED_MESSAGES_LIMIT) -> None:
+        self._limit = limit
+        self._parsed: dict[tuple[Any, ...], StoredMessage] = {}
+
+    def message(self, row: ValuesRow) -> StoredMessage:
+        key = tuple(row)
+        found = self._parsed.get(key)
+        if found is None:
+            found = message(row)
+            if len(self._parsed) >= self._limit:
+                self._parsed.clear()
+            self._parsed[key] = found
+        return found
 
 
 def starts_delivered(message: NewMessage) -> bool:

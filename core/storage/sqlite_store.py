@@ -183,6 +183,8 @@ class SqliteStore:
         self.statement_counter = StatementCounter() if count_statements else None
         self._db: aiosqlite.Connection | None = None
         self._claims = 0
+        # Histories are read whole on every turn: each row is parsed once, not once per turn.
+        self._parsed = rows.ParsedMessages()
 
     async def open(self) -> None:
         try:
@@ -529,7 +531,7 @@ class SqliteStore:
 
     async def messages(self, conversation_id: int) -> list[StoredMessage]:
         found = await self._all("SELECT * FROM messages WHERE conversation_id = ? ORDER BY seq", (conversation_id,))
-        return [rows.message(r) for r in found]
+        return [self._parsed.message(r) for r in found]
 
     async def find_by_platform_id(self, *, platform: str, platform_message_id: str) -> StoredMessage | None:
         row = await self._one(
@@ -694,7 +696,7 @@ class SqliteStore:
         found, history, warned = await self._on_thread(read)
         return (
             rows.conversation(found) if found else None,
-            [rows.message(r) for r in history],
+            [self._parsed.message(r) for r in history],
             [rows.warning(r) for r in warned],
         )
 

@@ -515,3 +515,17 @@ def test_budget_cut_point_moves_rarely_with_uneven_message_sizes() -> None:
 )
 def test_user_text_block_names_the_author(name: str | None, author_id: str | None, expected: str) -> None:
     assert user_text_block("hello", author_name=name, author_id=author_id) == {"type": "text", "text": expected}
+
+
+@pytest.mark.parametrize(
+    "blocks",
+    [
+        [],
+        [{"type": "text", "text": 'héllo, "world"\n'}],
+        [{"type": "text", "text": "a"}, {"type": "tool_use", "id": "t", "name": "n", "input": {"x": [1, 2.5, None]}}],
+        [{"type": "tool_result", "tool_use_id": "t", "content": "ok", "is_error": True}] * 3,
+    ],
+)
+def test_token_estimate_is_each_blocks_json_length_summed(blocks: list[dict[str, object]]) -> None:
+    # What the estimate has always been; the history's cut points (and so the prompt cache) depend on it.
+    assert estimate_tokens(blocks) == sum(len(json.dumps(b, ensure_ascii=False)) for b in blocks) // 4 + 4

@@ -541,6 +541,42 @@ async def test_turn_state_reads_conversation_messages_and_warnings_together(stor
     assert await store.turn_state(other.id + 1000) == (None, [], [])
 
 
+async def test_history_read_again_shows_every_change_to_its_rows(store: OpenableStore) -> None:
+    # Histories are read on every turn and their parsed rows are reused: a row that changed must not be.
+    conversation = await new_conversation(store)
+    first = await store.add_message(text(conversation.id, "one"))
+    await store.add_message(text(conversation.id, "two"))
+    assert first is not None
+    _, before, _ = await store.turn_state(conversation.id)
+    assert [(m.text, m.answered, m.excluded) for m in before] == [("one", False, False), ("two", False, False)]
+    await store.mark_answered(conversation_id=conversation.id, up_to_seq=1)
+    await store.exclude_message(first.id)
+    _, after, _ = await store.turn_state(conversation.id)
+    assert [(m.answered, m.excluded) for m in after] == [(True, True), (False, False)]
+    assert after[1] == before[1]
+    await store.forget_user(platform=SLACK, user_id="U1")
+    assert [m.text for m in await store.messages(conversation.id)] == [rows.REDACTED_TEXT] * 2
+    _, forgotten, _ = await store.turn_state(conversation.id)
+    assert [m.text for m in forgotten] == [rows.REDACTED_TEXT] * 2
+
+
+def test_parsed_messages_starts_again_when_full() -> None:
+    parsed = rows.ParsedMessages(limit=2)
+    row = {"id": 1, "conversation_id": 1, "seq": 1, "role": "user", "blocks": '[{"type":"text","text":"hi"}]'}
+    row |= {"author_id": None, "author_name": None, "platform_message_id": None, "created_at": None}
+    row |= {"answered": 1, "excluded": 0, "delivered": 1}
+
+    class Values(dict[str, Any]):
+        def __iter__(self) -> Any:
+            return iter(self.values())
+
+    first = parsed.message(Values(row))
+    assert parsed.message(Values(row)) is first  # the same row version: parsed once
+    assert parsed.message(Values(row, answered=0)).answered is False
+    parsed.message(Values(row, seq=2))  # a third version: the memo starts again
+    assert parsed.message(Values(row)) is not first and parsed.message(Values(row)) == first
+
+
 async def test_confirmations(store: OpenableStore, clock: ManualClock) -> None:
     conversation = await new_conversation(store)
     pending = await store.add_confirmation(conversation_id=conversation.id, owner_id="U1", explanation="End it?")
