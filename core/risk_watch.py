@@ -12,6 +12,7 @@ closed: with no review answer there is no warning and no ending.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -79,7 +80,9 @@ class RiskWatch:
         self._store = store
         self._reviewer = reviewer
         self._lexicon = lexicon
-        self._scanned: dict[str, frozenset[str]] = {}
+        # Keyed by a digest, not the text: no message text lingers in memory after retention or `forget`
+        # removed it, and 10,000 entries stay under 2 MB whatever their length.
+        self._scanned: dict[bytes, frozenset[str]] = {}
         self._settings = settings
         self._clock = clock
         self._auditor = auditor
@@ -97,12 +100,13 @@ class RiskWatch:
     def tripwire(self, text: str) -> frozenset[str]:
         """The lexicon's categories in `text`. Memoised: every turn scans its window of messages again, and
         the lexicon is fixed for this watch's life."""
-        found = self._scanned.get(text)
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        found = self._scanned.get(key)
         if found is None:
             found = categories_in(text, self._lexicon)
             if len(self._scanned) >= SCANNED_TEXTS_LIMIT:
                 self._scanned.clear()
-            self._scanned[text] = found
+            self._scanned[key] = found
         return found
 
     async def marks(self, conversation: Conversation, history: Iterable[StoredMessage]) -> RiskMarks:

@@ -966,6 +966,8 @@ class PostgresStore:
                 f"user:{user_id}",
                 f"moderator:{user_id}",
             )
+        # Parsed copies of the rows as they were must not keep the removed text in memory.
+        self._parsed.clear()
         return count
 
     async def purge_text(self, *, older_than: datetime) -> int:
@@ -992,4 +994,6 @@ class PostgresStore:
                 "UPDATE messages SET blocks = $1, redacted = TRUE WHERE id = $2",
                 [(rows.redact_blocks(tuple(rows.load_json(r["blocks"]))), r["id"]) for r in old],
             )
+        # Parsed copies of the rows as they were must not keep the removed text in memory.
+        self._parsed.clear()
         return len(old)

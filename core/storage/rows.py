@@ -93,7 +93,7 @@ def message(row: Row) -> StoredMessage:
 
 
 # Rows kept parsed; past this many the memo starts again empty (a turn then parses its history once more).
-PARSED_MESSAGES_LIMIT = 20_000
+PARSED_MESSAGES_LIMIT = 5_000
 
 
 class ParsedMessages:
@@ -105,6 +105,10 @@ class ParsedMessages:
     def __init__(self, limit: int = PARSED_MESSAGES_LIMIT) -> None:
         self._limit = limit
         self._parsed: dict[tuple[Any, ...], StoredMessage] = {}
+
+    def clear(self) -> None:
+        """Forget every parsed row: after `forget` or a purge, no removed text stays in this process's memory."""
+        self._parsed.clear()
 
     def message(self, row: ValuesRow) -> StoredMessage:
         key = tuple(row)

@@ -869,7 +869,10 @@ class SqliteStore:
             )
             return count
 
-        return await self._tx(forget)
+        forgotten = await self._tx(forget)
+        # Parsed copies of the rows as they were must not keep the removed text in memory.
+        self._parsed.clear()
+        return forgotten
 
     async def purge_text(self, *, older_than: datetime) -> int:
         cutoff = older_than.isoformat()
@@ -896,4 +899,7 @@ class SqliteStore:
             )
             return len(old)
 
-        return await self._tx(purge)
+        purged = await self._tx(purge)
+        # Parsed copies of the rows as they were must not keep the removed text in memory.
+        self._parsed.clear()
+        return purged
