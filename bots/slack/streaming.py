@@ -7,7 +7,8 @@ The guarantees of the post-and-update path hold here too:
 - The final message is exactly the answer: `finish` streams what is missing, attaches our blocks
   (feedback buttons, support resources, a warning note) when the stream stops, and posts any further
   messages a long answer needs. If what was streamed is not the start of the final answer, the stream
-  message is deleted and the answer posted whole.
+  message is deleted and the answer posted whole; an answer complete before any of it was shown is posted
+  whole too (one call, not a stream's two).
 - Where Slack refuses streaming (a workspace or channel without it, any method error), the answer goes
   the old way (`ThreadReply`: post, update) from where the stream stood; nothing is lost. A stream that
   Slack stopped mid-way (it expires when appends pause) becomes that path's draft and is updated in place.
@@ -186,7 +187,11 @@ class StreamedReply:
             # No model text leads the answer (a short notice, nothing at all): no stream for it.
             await self._withdraw()
             return posts
-        if self._stream is None or not first.markdown.startswith(self._shown):
+        if self._stream is None:
+            # Nothing was shown yet (a short answer, complete before the core offered any of it): one post
+            # says it all, with the same blocks, where a stream would take two calls (start, then stop).
+            return posts
+        if not first.markdown.startswith(self._shown):
             await self._withdraw()
             self._stream = await self._new_stream()
         rest = first.markdown[len(self._shown) :]

@@ -318,12 +318,13 @@ async def test_model_text_never_pings_anyone(bot: Bot, slack: FakeSlack) -> None
 
 
 async def test_a_slack_rate_limit_is_retried_and_nothing_is_lost(bot: Bot, slack: FakeSlack) -> None:
-    slack.fail_next("chat.startStream", 429, retry_after=0)
+    # A short answer is posted whole (nothing was streamed before it was complete).
+    slack.fail_next("chat.postMessage", 429, retry_after=0)
     root = await bot.mention("hello despite limits")
     (reply,) = await bot.answered(root)
     assert "hello despite limits" in reply["text"]
-    assert slack.faults_served == [("chat.startStream", 429, "ratelimited")]
-    assert slack.calls_to("chat.postMessage") == []  # retried, not fallen back
+    assert slack.faults_served == [("chat.postMessage", 429, "ratelimited")]
+    assert len(bot.replies(root)) == 1  # retried once, posted once
 
 
 async def test_model_overload_gives_a_notice_and_keeps_the_message(
@@ -460,9 +461,10 @@ async def test_lastresort_run_answers_slack_and_stops_cleanly(
         assert await process.terminate(timeout=30) == 0
     logs = process.output()
     assert len(slack.bot_messages(CHANNEL, ts)) == 1  # exactly one reply to the mention pair
-    # Streamed, and finished with the feedback buttons under it.
-    (stop,) = slack.calls_to("chat.stopStream")
-    assert [b["type"] for b in stop["blocks"]] == ["context_actions"]
+    # A short answer, complete before any of it was shown: one post, the feedback buttons under it, no stream.
+    (answer,) = slack.calls_to("chat.postMessage")
+    assert [b["type"] for b in answer["blocks"]] == ["markdown", "context_actions"]
+    assert slack.calls_to("chat.startStream") == []
     for secret in (SECRET, slack.token, "sk-ant-process-test-key"):
         assert secret not in logs
     assert "hello from a process" not in logs  # no message text in the logs
