@@ -39,7 +39,7 @@ from core.domain import (
     VoteCounts,
 )
 from core.ports import Clock
-from core.storage import rows
+from core.storage import pg_routines, rows
 from core.storage.errors import StoreUnavailableError
 from core.storage.statement_counter import StatementCounter
 from core.storage.urls import redact_url
@@ -158,6 +158,8 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 PRIMARY KEY (conversation_id, ts))""",
         ),
     ),
+    # The writes that lock a conversation first, one round trip each (see core/storage/pg_routines.py).
+    (6, pg_routines.ROUTINES),
 )
 
 # Event ids only need remembering for as long as a platform may redeliver (Slack retries for minutes).
@@ -446,26 +448,20 @@ class PostgresStore:
     async def end_if_current(
         self, *, conversation_id: int, reason: EndReason, explanation: str, actor: str, after_message_id: int
     ) -> Conversation | None:
-        async with self._tx() as conn:
-            # Appends take this lock too: once it is ours, the next statement's fresh snapshot (READ COMMITTED)
-            # sees every message stored before, so a message stored a moment ago cannot slip past the check.
-            await self._lock_conversation(conn, conversation_id)
-            # Tool results are stored in the user role without an author: only what a person wrote counts.
-            row = await conn.fetchrow(
-                """UPDATE conversations SET status = $1, ended_reason = $2, ended_explanation = $3, ended_at = $4,
-                   ended_by = $5 WHERE id = $6 AND status = $7 AND NOT EXISTS (
-                       SELECT 1 FROM messages WHERE conversation_id = $6 AND role = 'user'
-                       AND author_id IS NOT NULL AND id > $8) RETURNING *""",
-                Status.ENDED.value,
-                reason.value,
-                explanation,
-                self._now(),
-                actor,
-                conversation_id,
-                Status.ACTIVE.value,
-                after_message_id,
-            )
-        return rows.conversation(row) if row else None
+        # Appends take this lock too: once it is ours, the routine's next statement sees every message stored
+        # before, so a message stored a moment ago cannot slip past the check.
+        found = await self._call_locking(
+            conversation_id,
+            "SELECT * FROM lr_end_if_current_1($1, $2, $3, $4, $5, $6, $7, $8)",
+            Status.ENDED.value,
+            reason.value,
+            explanation,
+            self._now(),
+            actor,
+            Status.ACTIVE.value,
+            after_message_id,
+        )
+        return rows.conversation(found[0]) if found else None
 
     async def mark_at_risk(
         self, *, conversation_id: int, platform: str, author_ids: Sequence[str], categories: Sequence[str], source: str
@@ -546,26 +542,21 @@ class PostgresStore:
 
     # -- messages ------------------------------------------------------------------------------------
 
-    @staticmethod
-    async def _lock_conversation(conn: Connection, conversation_id: int) -> None:
-        """Serialize appends to one conversation until the transaction ends.
+    async def _call_locking(self, conversation_id: int, query: str, *args: object) -> list[asyncpg.Record]:
+        """One call of a routine that locks conversation rows first (pg_routines): the rows it returns.
 
-        Must be its own statement: under READ COMMITTED the next statement then takes a fresh snapshot that
-        sees the previous holder's committed messages, so MAX(seq) + 1 is free. NO KEY UPDATE still lets other
-        transactions insert rows referencing the conversation (warnings, confirmations) without waiting."""
-        found = await conn.fetchval("SELECT id FROM conversations WHERE id = $1 FOR NO KEY UPDATE", conversation_id)
-        if found is None:
-            raise KeyError(conversation_id)
+        A conversation that does not exist (the routine raises no_data_found with its id) is a KeyError."""
+        try:
+            return await self.pool.fetch(pg_routines.WRITE_CALL + query, conversation_id, *args)
+        except asyncpg.NoDataFoundError as exc:
+            missing = getattr(exc, "detail", None)
+            raise KeyError(int(missing) if missing else conversation_id) from None
 
-    async def _insert_message(self, conn: Connection, message: NewMessage) -> asyncpg.Record | None:
-        return await conn.fetchrow(
-            """INSERT INTO messages (conversation_id, seq, role, blocks, author_id, author_name, platform,
-                   platform_message_id, answered, created_at, delivered)
-               SELECT c.id, COALESCE((SELECT MAX(m.seq) FROM messages m WHERE m.conversation_id = c.id), 0) + 1,
-                   $2, $3, $4, $5, c.platform, $6, $7, $8, $9
-               FROM conversations c WHERE c.id = $1
-               ON CONFLICT DO NOTHING RETURNING *""",
+    async def add_message(self, message: NewMessage) -> StoredMessage | None:
+        # Serialized with every other append to the conversation by its row lock, taken inside the routine.
+        found = await self._call_locking(
             message.conversation_id,
+            "SELECT * FROM lr_append_message_1($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             message.role.value,
             rows.dump_blocks(message.blocks),
             message.author_id,
@@ -575,12 +566,7 @@ class PostgresStore:
             self._now(),
             rows.starts_delivered(message),
         )
-
-    async def add_message(self, message: NewMessage) -> StoredMessage | None:
-        async with self._tx() as conn:
-            await self._lock_conversation(conn, message.conversation_id)
-            row = await self._insert_message(conn, message)
-        return rows.message(row) if row else None
+        return rows.message(found[0]) if found else None
 
     async def messages(self, conversation_id: int) -> list[StoredMessage]:
         found = await self.pool.fetch("SELECT * FROM messages WHERE conversation_id = $1 ORDER BY seq", conversation_id)
@@ -597,46 +583,23 @@ class PostgresStore:
     async def complete_turn(
         self, *, conversation_id: int, replies: Sequence[NewMessage], after_seq: int, answered_up_to_seq: int
     ) -> list[StoredMessage]:
-        stored = []
-        async with self._tx() as conn:
-            # In id order, so two turns touching the same conversations cannot deadlock.
-            for locked in sorted({conversation_id, *(r.conversation_id for r in replies)}):
-                await self._lock_conversation(conn, locked)
-            # Park later arrivals on negative seqs (never colliding), slot the reply in, move them back.
-            parked = await conn.execute(
-                "UPDATE messages SET seq = -seq WHERE conversation_id = $1 AND seq > $2", conversation_id, after_seq
-            )
-            for offset, reply in enumerate(replies, start=1):
-                row = await conn.fetchrow(
-                    """INSERT INTO messages (conversation_id, seq, role, blocks, author_id, author_name, platform,
-                           platform_message_id, answered, created_at)
-                       SELECT c.id, $2, $3, $4, $5, $6, c.platform, $7, $8, $9 FROM conversations c WHERE c.id = $1
-                       RETURNING *""",
-                    conversation_id,
-                    after_seq + offset,
-                    reply.role.value,
-                    rows.dump_blocks(reply.blocks),
-                    reply.author_id,
-                    reply.author_name,
-                    reply.platform_message_id,
-                    reply.answered,
-                    self._now(),
-                )
-                if row is None:
-                    raise KeyError(conversation_id)
-                stored.append(rows.message(row))
-            if parked != "UPDATE 0":
-                await conn.execute(
-                    "UPDATE messages SET seq = -seq + $1 WHERE conversation_id = $2 AND seq < 0",
-                    len(replies),
-                    conversation_id,
-                )
-            await conn.execute(
-                "UPDATE messages SET answered = TRUE WHERE conversation_id = $1 AND seq <= $2 AND NOT answered",
-                conversation_id,
-                answered_up_to_seq,
-            )
-        return stored
+        # In id order, so two turns touching the same conversations cannot deadlock.
+        locks = sorted({conversation_id, *(r.conversation_id for r in replies)})
+        found = await self._call_locking(
+            conversation_id,
+            "SELECT * FROM lr_complete_turn_1($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            locks,
+            after_seq,
+            answered_up_to_seq,
+            [r.role.value for r in replies],
+            [rows.dump_blocks(r.blocks) for r in replies],
+            [r.author_id for r in replies],
+            [r.author_name for r in replies],
+            [r.platform_message_id for r in replies],
+            [r.answered for r in replies],
+            [self._now() for _ in replies],
+        )
+        return sorted((rows.message(r) for r in found), key=lambda m: m.seq)
 
     async def exclude_message(self, message_id: int) -> None:
         await self.pool.execute("UPDATE messages SET excluded = TRUE WHERE id = $1", message_id)
@@ -744,17 +707,20 @@ class PostgresStore:
     async def turn_state(
         self, conversation_id: int
     ) -> tuple[Conversation | None, list[StoredMessage], list[RecordedWarning]]:
-        # One connection, one snapshot (REPEATABLE READ, read only): the three reads agree with each other.
-        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            found = await conn.fetchrow("SELECT * FROM conversations WHERE id = $1", conversation_id)
-            history = await conn.fetch(
-                "SELECT * FROM messages WHERE conversation_id = $1 ORDER BY seq", conversation_id
-            )
-            warned = await conn.fetch("SELECT * FROM warnings WHERE conversation_id = $1 ORDER BY id", conversation_id)
+        # One statement, so one snapshot: the three reads agree with each other without a transaction (which
+        # cost a BEGIN and a COMMIT round trip each turn). Rows come back as records of the tables' own types.
+        found = await self.pool.fetchrow(
+            """SELECT (SELECT c FROM conversations c WHERE c.id = $1) AS conversation,
+                   ARRAY(SELECT m FROM messages m WHERE m.conversation_id = $1 ORDER BY m.seq) AS history,
+                   ARRAY(SELECT w FROM warnings w WHERE w.conversation_id = $1 ORDER BY w.id) AS warned""",
+            conversation_id,
+        )
+        assert found is not None
+        own = found["conversation"]
         return (
-            rows.conversation(found) if found else None,
-            [self._parsed.message(r) for r in history],
-            [rows.warning(r) for r in warned],
+            rows.conversation(own) if own is not None else None,
+            [self._parsed.message(r) for r in found["history"]],
+            [rows.warning(r) for r in found["warned"]],
         )
 
     async def add_confirmation(self, *, conversation_id: int, owner_id: str, explanation: str) -> PendingConfirmation:

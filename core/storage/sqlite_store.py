@@ -132,6 +132,8 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 PRIMARY KEY (conversation_id, ts))""",
         ),
     ),
+    # PostgreSQL's server-side routines; nothing here, but both backends keep the same version numbers.
+    (6, ()),
 )
 
 T = TypeVar("T")

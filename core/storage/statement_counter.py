@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "WITH")
+# "/* WRITE */" opens a call of a routine that writes (core/storage/pg_routines.py): one statement, one
+# write transaction, though it reads as a SELECT.
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "WITH", "/* WRITE */")
 _RESETS = ("pg_advisory_unlock_all", "RESET ALL")
 
 

@@ -727,6 +727,47 @@ async def test_postgres_leases_use_the_database_clock(
     assert await postgres_store.acquire_lease(name="job", holder="other", ttl_seconds=60) is False
 
 
+async def test_postgres_locking_writes_on_a_missing_conversation_raise_key_error(postgres_store: PostgresStore) -> None:
+    """The routines that lock the conversation first (core/storage/pg_routines.py) say which one is missing."""
+    conversation = await new_conversation(postgres_store)
+    missing = conversation.id + 1000
+    with pytest.raises(KeyError) as appended:
+        await postgres_store.add_message(text(missing, "hello?"))
+    with pytest.raises(KeyError) as completed:
+        await postgres_store.complete_turn(
+            conversation_id=conversation.id, replies=[reply(missing, "hi")], after_seq=0, answered_up_to_seq=0
+        )
+    with pytest.raises(KeyError) as ended:
+        await postgres_store.end_if_current(
+            conversation_id=missing, reason=EndReason.MODERATOR, explanation="", actor="x", after_message_id=0
+        )
+    assert appended.value.args == completed.value.args == ended.value.args == (missing,)
+    assert await postgres_store.messages(conversation.id) == []  # the failed turn stored nothing
+
+
+async def test_concurrent_appends_and_a_turn_keep_every_message_in_order(store: OpenableStore) -> None:
+    """Appends racing each other and a turn's replies on one conversation: no seq lost, none twice."""
+    conversation = await new_conversation(store)
+    first = await store.add_message(text(conversation.id, "m0"))
+    assert first is not None
+
+    async def turn() -> None:
+        await store.complete_turn(
+            conversation_id=conversation.id,
+            replies=[reply(conversation.id, "a1"), reply(conversation.id, "a2")],
+            after_seq=first.seq,
+            answered_up_to_seq=first.seq,
+        )
+
+    await asyncio.gather(*(store.add_message(text(conversation.id, f"m{i}")) for i in range(1, 9)), turn())
+    history = await store.messages(conversation.id)
+    assert [m.seq for m in history] == list(range(1, 12))
+    bodies = [m.blocks[0]["text"] for m in history]
+    assert bodies[0] == "m0" and bodies[1:3] == ["a1", "a2"]
+    assert sorted(bodies[3:]) == [f"m{i}" for i in range(1, 9)]
+    assert [m.answered for m in history[:3]] == [True, True, True]
+
+
 async def test_concurrent_lease_has_one_winner(store: OpenableStore, store_opener: StoreOpener) -> None:
     second = await store_opener.open()
     results = await asyncio.gather(
