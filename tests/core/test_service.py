@@ -58,8 +58,6 @@ async def test_messages_of_one_thread_never_run_at_once_but_threads_do(
 ) -> None:
     fake_anthropic.latency = 0.3
     other = ThreadKey("test", "C1", "T2")
-    loop = asyncio.get_running_loop()
-    started = loop.time()
     first = asyncio.create_task(service.handle_message(said("one", pid="1")))
     await fake_anthropic.wait_for_requests_async(1)
     # "two" arrives while "one" is with the model: it must wait; the other thread must not.
@@ -68,14 +66,15 @@ async def test_messages_of_one_thread_never_run_at_once_but_threads_do(
         service.handle_message(said("two", pid="2")),
         service.handle_message(said("elsewhere", key=other, pid="3")),
     )
-    elapsed = loop.time() - started
     requests = fake_anthropic.message_requests()
     same_thread = [r for r in requests if "elsewhere" not in str(r.json["messages"])]
+    (elsewhere,) = [r for r in requests if "elsewhere" in str(r.json["messages"])]
     assert len(same_thread) == 2
     assert same_thread[1].received_at >= same_thread[0].received_at + 0.25
     assert "[u1 (U1)] two" in str(same_thread[1].json["messages"][-1])
-    # The other thread ran beside them: three replies in about two latencies, not three.
-    assert elapsed < 0.3 * 3
+    # The other thread ran beside them: its request reached the model while "one" was still with it (an
+    # ordering of events, not a wall-clock bound, so a loaded machine cannot make it flaky).
+    assert elsewhere.received_at < same_thread[0].received_at + 0.3
     assert all(isinstance(r, Reply) for r in results)
 
 
