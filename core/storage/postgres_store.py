@@ -209,6 +209,11 @@ async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     so the default `RESET ALL; UNLISTEN *; ...` round trip on every release bought nothing."""
 
 
+TURN_STATE = """SELECT (SELECT c FROM conversations c WHERE c.id = $1) AS conversation,
+       ARRAY(SELECT m FROM messages m WHERE m.conversation_id = $1 ORDER BY m.seq) AS history,
+       ARRAY(SELECT w FROM warnings w WHERE w.conversation_id = $1 ORDER BY w.id) AS warned"""
+
+
 class PostgresStore:
     # Several instances share the database: threads are serialized across them with leases.
     multi_instance = True
@@ -569,8 +574,9 @@ class PostgresStore:
         return rows.message(found[0]) if found else None
 
     async def messages(self, conversation_id: int) -> list[StoredMessage]:
+        read_in = self._parsed.generation
         found = await self.pool.fetch("SELECT * FROM messages WHERE conversation_id = $1 ORDER BY seq", conversation_id)
-        return [self._parsed.message(r) for r in found]
+        return [self._parsed.message(r, read_in=read_in) for r in found]
 
     async def find_by_platform_id(self, *, platform: str, platform_message_id: str) -> StoredMessage | None:
         row = await self.pool.fetchrow(
@@ -709,17 +715,18 @@ class PostgresStore:
     ) -> tuple[Conversation | None, list[StoredMessage], list[RecordedWarning]]:
         # One statement, so one snapshot: the three reads agree with each other without a transaction (which
         # cost a BEGIN and a COMMIT round trip each turn). Rows come back as records of the tables' own types.
-        found = await self.pool.fetchrow(
-            """SELECT (SELECT c FROM conversations c WHERE c.id = $1) AS conversation,
-                   ARRAY(SELECT m FROM messages m WHERE m.conversation_id = $1 ORDER BY m.seq) AS history,
-                   ARRAY(SELECT w FROM warnings w WHERE w.conversation_id = $1 ORDER BY w.id) AS warned""",
-            conversation_id,
-        )
+        read_in = self._parsed.generation
+        try:
+            found = await self.pool.fetchrow(TURN_STATE, conversation_id)
+        except asyncpg.OutdatedSchemaCacheError:
+            # A migration changed one of those types (a new column) since this connection cached it: asyncpg
+            # has reloaded its cache by now, and the read is safe to repeat.
+            found = await self.pool.fetchrow(TURN_STATE, conversation_id)
         assert found is not None
         own = found["conversation"]
         return (
             rows.conversation(own) if own is not None else None,
-            [self._parsed.message(r) for r in found["history"]],
+            [self._parsed.message(r, read_in=read_in) for r in found["history"]],
             [rows.warning(r) for r in found["warned"]],
         )
 

@@ -92,32 +92,47 @@ def message(row: Row) -> StoredMessage:
     )
 
 
-# Rows kept parsed; past this many the memo starts again empty (a turn then parses its history once more).
-PARSED_MESSAGES_LIMIT = 5_000
+# Characters of row text kept parsed (each row is held twice: its raw columns as the key, and parsed); past
+# this the memo starts again empty, and a turn parses its history once more. About 16-64 MB, whatever the
+# length of the messages.
+PARSED_CHARACTERS_LIMIT = 8_000_000
 
 
 class ParsedMessages:
     """StoredMessages by the exact contents of the row they came from, so that a history read on every turn
     is parsed (JSON blocks, times, enums) once per row version, not once per turn. Keyed by every column: a
     row changed in any way (answered, excluded, redacted by `forget`, even by another process) is a new key
-    and parsed afresh. The messages are frozen and nothing mutates their blocks, so sharing them is safe."""
+    and parsed afresh. The messages are frozen and nothing mutates their blocks, so sharing them is safe.
 
-    def __init__(self, limit: int = PARSED_MESSAGES_LIMIT) -> None:
+    `clear()` after a forget or purge also starts a new generation: a read that began before it (on another
+    connection, so it may return rows from before the deletion) parses its rows but keeps none of them."""
+
+    def __init__(self, limit: int = PARSED_CHARACTERS_LIMIT) -> None:
         self._limit = limit
         self._parsed: dict[tuple[Any, ...], StoredMessage] = {}
+        self._characters = 0
+        self.generation = 0
 
     def clear(self) -> None:
         """Forget every parsed row: after `forget` or a purge, no removed text stays in this process's memory."""
         self._parsed.clear()
+        self._characters = 0
+        self.generation += 1
 
-    def message(self, row: ValuesRow) -> StoredMessage:
+    def message(self, row: ValuesRow, *, read_in: int) -> StoredMessage:
+        """The row parsed; `read_in` is the generation the read that returned it started in."""
         key = tuple(row)
         found = self._parsed.get(key)
         if found is None:
             found = message(row)
-            if len(self._parsed) >= self._limit:
+            if read_in != self.generation:
+                return found
+            size = len(row["blocks"])
+            if self._characters + size > self._limit:
                 self._parsed.clear()
+                self._characters = 0
             self._parsed[key] = found
+            self._characters += size
         return found
 
 

@@ -532,8 +532,9 @@ class SqliteStore:
         return rows.message(row) if row else None
 
     async def messages(self, conversation_id: int) -> list[StoredMessage]:
+        read_in = self._parsed.generation
         found = await self._all("SELECT * FROM messages WHERE conversation_id = ? ORDER BY seq", (conversation_id,))
-        return [self._parsed.message(r) for r in found]
+        return [self._parsed.message(r, read_in=read_in) for r in found]
 
     async def find_by_platform_id(self, *, platform: str, platform_message_id: str) -> StoredMessage | None:
         row = await self._one(
@@ -695,10 +696,11 @@ class SqliteStore:
             ).fetchall()
             return found, history, warned
 
+        read_in = self._parsed.generation
         found, history, warned = await self._on_thread(read)
         return (
             rows.conversation(found) if found else None,
-            [self._parsed.message(r) for r in history],
+            [self._parsed.message(r, read_in=read_in) for r in history],
             [rows.warning(r) for r in warned],
         )
 

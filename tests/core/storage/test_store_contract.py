@@ -560,9 +560,10 @@ async def test_history_read_again_shows_every_change_to_its_rows(store: Openable
     assert [m.text for m in forgotten] == [rows.REDACTED_TEXT] * 2
 
 
-def test_parsed_messages_starts_again_when_full() -> None:
-    parsed = rows.ParsedMessages(limit=2)
-    row = {"id": 1, "conversation_id": 1, "seq": 1, "role": "user", "blocks": '[{"type":"text","text":"hi"}]'}
+def test_parsed_messages_start_again_when_full_and_keep_nothing_read_before_a_clear() -> None:
+    blocks = '[{"type":"text","text":"hi"}]'
+    parsed = rows.ParsedMessages(limit=2 * len(blocks))  # room for two rows' text
+    row = {"id": 1, "conversation_id": 1, "seq": 1, "role": "user", "blocks": blocks}
     row |= {"author_id": None, "author_name": None, "platform_message_id": None, "created_at": None}
     row |= {"answered": 1, "excluded": 0, "delivered": 1}
 
@@ -570,11 +571,28 @@ def test_parsed_messages_starts_again_when_full() -> None:
         def __iter__(self) -> Any:
             return iter(self.values())
 
-    first = parsed.message(Values(row))
-    assert parsed.message(Values(row)) is first  # the same row version: parsed once
-    assert parsed.message(Values(row, answered=0)).answered is False
-    parsed.message(Values(row, seq=2))  # a third version: the memo starts again
-    assert parsed.message(Values(row)) is not first and parsed.message(Values(row)) == first
+    now = parsed.generation
+    first = parsed.message(Values(row), read_in=now)
+    assert parsed.message(Values(row), read_in=now) is first  # the same row version: parsed once
+    assert parsed.message(Values(row, answered=0), read_in=now).answered is False
+    parsed.message(Values(row, seq=2), read_in=now)  # a third row's text is past the budget: it starts again
+    again = parsed.message(Values(row), read_in=now)
+    assert again is not first and again == first
+    # A read that began before a clear (forget, purge: it may hold rows from before them) keeps none.
+    parsed.clear()
+    stale = parsed.message(Values(row), read_in=now)
+    assert parsed.message(Values(row), read_in=parsed.generation) is not stale
+
+
+async def test_postgres_turn_state_survives_a_migration_that_adds_a_column(postgres_store: PostgresStore) -> None:
+    """turn_state reads rows as records of the tables' types, which asyncpg caches per connection: a new column
+    (the next release's migration, while this instance still runs) must not fail a turn."""
+    conversation = await new_conversation(postgres_store)
+    await postgres_store.add_message(text(conversation.id, "before"))
+    _, before, _ = await postgres_store.turn_state(conversation.id)
+    await postgres_store.pool.execute("ALTER TABLE messages ADD COLUMN a_later_column TEXT")
+    _, after, _ = await postgres_store.turn_state(conversation.id)
+    assert [m.text for m in after] == [m.text for m in before] == ["before"]
 
 
 async def test_confirmations(store: OpenableStore, clock: ManualClock) -> None:
