@@ -7,8 +7,9 @@ Android's zygote): one server per test worker imports what every command imports
 list once (`re` keeps compiled patterns in its cache, and a fork inherits it), and forks a child per command.
 
 Each child is a separate process with its own pid, environment, working directory, stdin, stdout, stderr,
-signals and exit status, and runs the same `bots.cli.main` that `python -m bots.cli` runs. Only what needs a
-terminal (the tests on a pty) and the benchmark still start a fresh interpreter.
+signals and exit status, and runs the same `bots.cli.main` that `python -m bots.cli` runs. What a fork cannot
+give it: a hash seed of its own (the children of one worker iterate sets of strings in the same order). Only
+what needs a terminal (the tests on a pty) and the benchmark still start a fresh interpreter.
 
 Protocol, one JSON line each way. The test side writes {id, argv, env, cwd, stdin, stdout, stderr, append}
 (stdin, stdout and stderr are file paths; stderr may be "stdout"). The server answers {id, pid} once the child
@@ -102,7 +103,13 @@ def _child(request: dict[str, Any], inherited: list[int]) -> None:
         traceback.print_exc()
         code = 1
     finally:
-        # What the interpreter does on the way out: exit handlers (logging flushes its handlers), then streams.
+        # What the interpreter does on the way out: wait for threads that are not daemons (a store left open
+        # hangs a real process here, so it must hang this one too), exit handlers (logging flushes its
+        # handlers), then the streams.
+        with contextlib.suppress(BaseException):
+            for thread in threading.enumerate():
+                if thread is not threading.main_thread() and not thread.daemon:
+                    thread.join()
         with contextlib.suppress(BaseException):
             atexit._run_exitfuncs()
         for stream in (sys.stdout, sys.stderr):
@@ -264,10 +271,14 @@ class Zygote:
                     launch.forked.set()
                 else:
                     self._children.pop(message["id"])._exit(message["returncode"])
-        # The server is gone (it only exits when told to, so it crashed): nothing waits in vain for a fork.
+        # The server is gone (it only exits when told to, so it crashed): nothing waits in vain for a fork or
+        # for an exit it can no longer report (the status of a child it lost is unknown: -1).
         with self._lock:
             for launch in self._launches.values():
                 launch.forked.set()
+            lost, self._children = list(self._children.values()), {}
+        for child in lost:
+            child._exit(-1)
 
     def spawn(
         self,
