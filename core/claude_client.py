@@ -302,12 +302,13 @@ class IncompleteStreamError(Exception):
     """The stream ended without message_stop."""
 
 
-def _without_none(block: JSON) -> JSON:
-    return {
-        key: _without_none(value) if isinstance(value, dict) else value
-        for key, value in block.items()
-        if value is not None
-    }
+def _without_none(value: Any) -> Any:
+    """`value` without None fields at any depth, as the SDK's `model_dump(exclude_none=True)` gave it."""
+    if isinstance(value, dict):
+        return {key: _without_none(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_without_none(item) for item in value]
+    return value
 
 
 class _Reply:

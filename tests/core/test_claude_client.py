@@ -37,7 +37,11 @@ async def test_raw_events_build_the_reply_blocks_usage_and_stop_reason() -> None
         },
         {"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": '{"a":'}},
         {"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "1}"}},
-        {"type": "content_block_start", "index": 3, "content_block": {"type": "other", "x": None, "y": {"z": None}}},
+        {
+            "type": "content_block_start",
+            "index": 3,
+            "content_block": {"type": "other", "x": None, "y": {"z": None}, "items": [{"a": 1, "b": None}, 2]},
+        },
         {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 5}},
         {"type": "message_stop"},
     ]
@@ -51,7 +55,7 @@ async def test_raw_events_build_the_reply_blocks_usage_and_stop_reason() -> None
         {"type": "thinking", "thinking": "hm", "signature": "sig"},
         {"type": "text", "text": "Hello there"},
         {"type": "tool_use", "id": "toolu_1", "name": "warn_user", "input": {"a": 1}},
-        {"type": "other", "y": {}},
+        {"type": "other", "y": {}, "items": [{"a": 1}, 2]},
     )
     assert reply.usage() == Usage(input_tokens=10, output_tokens=5, cache_read_input_tokens=7)
     assert heard.texts == ["Hello", "Hello there"] and heard.tool_use == 1
