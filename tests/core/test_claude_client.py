@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from core.claude_client import _Relay, _Reply, request_body
+import anthropic
+import httpx2
+
+from core.claude_client import TOOLS, ClaudeClient, _canned_stream, _Relay, _Reply, request_body
 from core.ports import ModelRequest, Usage
 
 
@@ -80,3 +83,42 @@ def test_request_body_is_what_messages_create_sends() -> None:
     }
     forced = json.loads(request_body(replace(request, tool_choice={"type": "any"}), stream=False))
     assert forced["tool_choice"] == {"type": "any"} and "stream" not in forced
+
+
+async def test_a_streamed_call_sends_exactly_what_messages_create_sends() -> None:
+    # Both through one SDK client whose transport records the requests: same URL, headers and JSON body.
+    seen: list[httpx2.Request] = []
+
+    def record(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request)
+        return _canned_stream(request)
+
+    request = ModelRequest(
+        model="m",
+        max_tokens=16,
+        system=({"type": "text", "text": "sys", "cache_control": {"type": "ephemeral"}},),
+        messages=({"role": "user", "content": [{"type": "text", "text": "héllo"}]},),
+        tools=TOOLS,
+    )
+    transport = httpx2.MockTransport(record)
+    http = anthropic.DefaultAsyncHttpxClient(transport=transport)
+    async with anthropic.AsyncAnthropic(api_key="k", http_client=http, max_retries=0) as sdk:
+        created = await sdk.messages.create(
+            model=request.model,
+            max_tokens=request.max_tokens,
+            system=list(request.system),  # type: ignore[arg-type]
+            messages=list(request.messages),  # type: ignore[arg-type]
+            tools=list(request.tools),  # type: ignore[arg-type]
+            stream=True,
+        )
+        async for _ in created:
+            pass
+        client = ClaudeClient(api_key="k", base_url=None, timeout_seconds=5, max_retries=0, max_total_wait_seconds=5)
+        try:
+            await client._stream_once(request, _Relay(None), sdk, log_reply=False)
+        finally:
+            await client.close()
+    sdk_request, ours = seen
+    assert ours.url == sdk_request.url
+    assert dict(ours.headers) == dict(sdk_request.headers)
+    assert json.loads(ours.content) == json.loads(sdk_request.content)
