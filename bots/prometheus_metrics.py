@@ -27,7 +27,12 @@ class PrometheusMetrics:
             registry=r,
         )
         self.tokens = Counter("lastresort_tokens", "Model tokens by kind", ["kind"], registry=r)
-        self._token_kinds: dict[str, Counter] = {}
+        # Each kind's child made once: `labels()` validates and locks on every call, and each answered message
+        # counts six kinds.
+        self._tokens = {
+            kind: self.tokens.labels(kind=kind)
+            for kind in ("input", "output", "cache_read", "cache_write", "review_input", "review_output")
+        }
         self.events = Counter(
             "lastresort_audit_events", "Audit events by kind and reason", ["kind", "reason"], registry=r
         )
@@ -61,20 +66,12 @@ class PrometheusMetrics:
     def observe_message(self, platform: str) -> None:
         self.messages.labels(platform=platform).inc()
 
-    def _tokens(self, kind: str) -> Counter:
-        """The token counter of one kind. Looked up once: `labels()` validates and locks on every call, and
-        each answered message counts six kinds."""
-        child = self._token_kinds.get(kind)
-        if child is None:
-            child = self._token_kinds[kind] = self.tokens.labels(kind=kind)
-        return child
-
     def observe_model_call(self, seconds: float, usage: Usage) -> None:
         self.model_latency.observe(seconds)
-        self._tokens("input").inc(usage.input_tokens)
-        self._tokens("output").inc(usage.output_tokens)
-        self._tokens("cache_read").inc(usage.cache_read_input_tokens)
-        self._tokens("cache_write").inc(usage.cache_creation_input_tokens)
+        self._tokens["input"].inc(usage.input_tokens)
+        self._tokens["output"].inc(usage.output_tokens)
+        self._tokens["cache_read"].inc(usage.cache_read_input_tokens)
+        self._tokens["cache_write"].inc(usage.cache_creation_input_tokens)
 
     def observe_event(self, kind: str, reason: str) -> None:
         # Reasons are short codes from the rules (never free text), so label cardinality stays small.
@@ -101,8 +98,8 @@ class PrometheusMetrics:
 
     def observe_review(self, purpose: str, outcome: str, seconds: float, usage: Usage) -> None:
         self.reviews.labels(purpose=purpose, outcome=outcome).observe(seconds)
-        self._tokens("review_input").inc(usage.prompt_tokens)
-        self._tokens("review_output").inc(usage.output_tokens)
+        self._tokens["review_input"].inc(usage.prompt_tokens)
+        self._tokens["review_output"].inc(usage.output_tokens)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
